@@ -1,0 +1,18 @@
+//! Shared pieces of two-micros: the vocabulary both services speak.
+//!
+//! - [`config`]: typed settings, loaded once (defaults < TOML file < environment).
+//! - [`ids`]: validated newtypes for ids, source names and storage paths, so that
+//!   nothing read from a CSV or a Kafka message can escape the storage root.
+//! - [`messages`]: the versioned JSON message on the topics and the actor messages.
+//! - [`storage`]: atomic writes under the storage root (temp file, fsync, rename).
+//! - [`kafka`]: client configuration and topic creation used by both services.
+//! - [`error`]: the error types, each able to say whether a retry may help.
+//! - [`shutdown`]: SIGINT/SIGTERM as a future.
+
+pub mod config;
+pub mod error;
+pub mod ids;
+pub mod kafka;
+pub mod messages;
+pub mod shutdown;
+pub mod storage;

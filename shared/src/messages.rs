@@ -5,7 +5,7 @@
 use actix::Message;
 use serde::{Deserialize, Serialize};
 
-use crate::error::{DbError, FetchError, PublishError};
+use crate::error::{DbError, PublishError};
 use crate::ids::{ImageId, StoragePath};
 
 /// Version of [`PartMessage`] written by this build. Readers accept this one;
@@ -69,13 +69,31 @@ impl PartMessage {
 
 // ---- dls -------------------------------------------------------------------
 
-/// One CSV row for a Fetcher: download `url`, store it as `<source>/<id>.<ext>`.
+/// One CSV row for a Fetcher: download `url`, store it as `<source>/<id>.<ext>`,
+/// publish the outcome on `topic` and report.
 #[derive(Debug, Clone, Message)]
-#[rtype(result = "Result<StoredFile, FetchError>")]
+#[rtype(result = "RowReport")]
 pub struct FetchRow {
     pub source: String,
+    pub topic: String,
     pub id: ImageId,
     pub url: String,
+}
+
+/// What became of one row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RowReport {
+    pub fetch: FetchOutcome,
+    /// The delivery report of the message that says so, or why there is none.
+    pub published: Result<Delivered, String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FetchOutcome {
+    Downloaded,
+    /// Already in storage from an earlier run: not downloaded again.
+    AlreadyStored,
+    Failed(String),
 }
 
 /// Publish one message and wait for its delivery report.
@@ -170,6 +188,12 @@ pub enum FinishMerge {
         retry_in_ms: Option<u64>,
     },
 }
+
+/// Stop taking new work, finish or release what is in flight, commit, then
+/// reply (SIGTERM/SIGINT).
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "()")]
+pub struct Drain;
 
 /// Makes the receiving actor fail as if it had met an error: it stops, and its
 /// supervisor restarts it with fresh state. Used by the supervision tests and

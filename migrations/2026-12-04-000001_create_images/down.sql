@@ -1,0 +1,3 @@
+DROP TABLE rejected_messages;
+DROP TABLE parts;
+DROP TABLE images;

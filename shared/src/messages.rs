@@ -189,6 +189,11 @@ pub enum FinishMerge {
     },
 }
 
+/// A merge task has recorded its result: the Combiner may claim more.
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "()")]
+pub struct MergeFinished;
+
 /// Stop taking new work, finish or release what is in flight, commit, then
 /// reply (SIGTERM/SIGINT).
 #[derive(Debug, Clone, Copy, Message)]

@@ -7,7 +7,8 @@
 //! again by any instance, so nothing is stranded; finishing checks the claim,
 //! so an id is never recorded merged twice. A failed merge is retried with a
 //! doubling delay, then recorded `failed` with its error. It keeps only
-//! counters; a restart resets them and the in-flight claims expire.
+//! counters; merges in flight survive its restart (they run as tasks of their
+//! own), and claims of a crashed process expire and are taken again.
 
 use std::time::Duration;
 
@@ -15,7 +16,9 @@ use actix::prelude::*;
 use shared::config::MergeSettings;
 use shared::error::MergeError;
 use shared::ids::{ImageId, StoragePath, CONCAT_FOLDER};
-use shared::messages::{Claim, ClaimReady, Drain, FinishMerge, IdReady, SimulateFailure};
+use shared::messages::{
+    Claim, ClaimReady, Drain, FinishMerge, IdReady, MergeFinished, SimulateFailure,
+};
 use shared::storage::Storage;
 use tokio::sync::oneshot;
 
@@ -148,18 +151,31 @@ impl Combiner {
                 log::warn!("id={}: result not recorded ({e}); the lease expires and it is merged again", claim.id);
             }
         };
-        ctx.spawn(work.into_actor(self).map(|(), act, ctx| {
-            act.in_flight -= 1;
-            if act.draining {
-                if act.in_flight == 0 {
-                    for tx in act.drained.drain(..) {
-                        let _ = tx.send(());
-                    }
+        // A task of its own, not tied to this actor's context: a restart of
+        // the Combiner does not abandon merges in flight; they finish, record
+        // their result and report back to whichever Combiner is running.
+        let me = ctx.address();
+        actix_rt::spawn(async move {
+            work.await;
+            me.do_send(MergeFinished);
+        });
+    }
+}
+
+impl Handler<MergeFinished> for Combiner {
+    type Result = ();
+
+    fn handle(&mut self, _: MergeFinished, ctx: &mut Self::Context) {
+        self.in_flight = self.in_flight.saturating_sub(1);
+        if self.draining {
+            if self.in_flight == 0 {
+                for tx in self.drained.drain(..) {
+                    let _ = tx.send(());
                 }
-            } else {
-                act.claim(ctx);
             }
-        }));
+        } else {
+            self.claim(ctx);
+        }
     }
 }
 
@@ -218,8 +234,9 @@ impl Actor for Combiner {
 
 impl Supervised for Combiner {
     fn restarting(&mut self, _: &mut Self::Context) {
-        log::warn!("combiner restarting; its claims in flight expire and are taken again");
-        self.in_flight = 0;
+        // Merges in flight run on as tasks of their own and report back with
+        // MergeFinished; only the claim request in flight (if any) is lost.
+        log::warn!("combiner restarting");
         self.claiming = false;
         self.again = false;
     }

@@ -38,14 +38,18 @@ pub fn db_error(context: &str, e: impl std::fmt::Display) -> DbError {
 
 fn query_error(context: &str, e: diesel::result::Error) -> DbError {
     use diesel::result::{DatabaseErrorKind as K, Error as E};
-    let retryable = match &e {
+    // Errors the same statement would raise again; the rest (connection
+    // lost, deadlock, server restarting) may pass.
+    let permanent = matches!(
+        &e,
         E::DatabaseError(
             K::CheckViolation | K::NotNullViolation | K::ForeignKeyViolation,
-            _,
-        ) => false,
-        E::DeserializationError(_) | E::SerializationError(_) | E::QueryBuilderError(_) => false,
-        _ => true,
-    };
+            _
+        ) | E::DeserializationError(_)
+            | E::SerializationError(_)
+            | E::QueryBuilderError(_)
+    );
+    let retryable = !permanent;
     DbError {
         message: format!("{context}: {e}"),
         retryable,
@@ -158,7 +162,10 @@ fn record_part(
         .for_update()
         .first(conn)?;
     if state == "merging" || state == "merged" {
-        log::debug!("id={id}: part from {} after the merge started; kept the first", part.message.source);
+        log::debug!(
+            "id={id}: part from {} after the merge started; kept the first",
+            part.message.source
+        );
         return Ok(false);
     }
     let row = PartRow::from(part);
@@ -200,7 +207,10 @@ fn record_part(
         .filter(|s| matches!(by_source.get(s.as_str()), Some(("stored", _))))
         .count();
     let (new_state, error) = if !failures.is_empty() {
-        ("failed", Some(format!("download failed: {}", failures.join("; "))))
+        (
+            "failed",
+            Some(format!("download failed: {}", failures.join("; "))),
+        )
     } else if stored == sources.len() {
         ("ready", None)
     } else {
@@ -218,7 +228,10 @@ fn record_part(
     Ok(new_state == "ready")
 }
 
-fn record_rejected(conn: &mut PgConnection, r: &RejectedMessage) -> Result<(), diesel::result::Error> {
+fn record_rejected(
+    conn: &mut PgConnection,
+    r: &RejectedMessage,
+) -> Result<(), diesel::result::Error> {
     diesel::insert_into(rejected_messages::table)
         .values((
             rejected_messages::topic.eq(&r.topic),
@@ -358,8 +371,15 @@ pub fn state_counts(conn: &mut PgConnection) -> Result<Vec<(String, i64)>, DbErr
         .collect())
 }
 
-/// Failed ids with their reasons, then rejected messages.
-pub fn failures(conn: &mut PgConnection) -> Result<(Vec<(String, String)>, Vec<(String, String)>), DbError> {
+/// What `cs failures` lists: failed ids with their reasons, and the
+/// messages that were rejected (`topic/partition@offset`, reason).
+#[derive(Debug, Default)]
+pub struct Failures {
+    pub failed: Vec<(String, String)>,
+    pub rejected: Vec<(String, String)>,
+}
+
+pub fn failures(conn: &mut PgConnection) -> Result<Failures, DbError> {
     let failed: Vec<(String, Option<String>)> = images::table
         .filter(images::state.eq("failed"))
         .order(images::id)
@@ -367,7 +387,11 @@ pub fn failures(conn: &mut PgConnection) -> Result<(Vec<(String, String)>, Vec<(
         .load(conn)
         .map_err(|e| query_error("listing failures", e))?;
     let rejected: Vec<(String, i32, i64, String)> = rejected_messages::table
-        .order((rejected_messages::topic, rejected_messages::kafka_partition, rejected_messages::kafka_offset))
+        .order((
+            rejected_messages::topic,
+            rejected_messages::kafka_partition,
+            rejected_messages::kafka_offset,
+        ))
         .select((
             rejected_messages::topic,
             rejected_messages::kafka_partition,
@@ -376,15 +400,14 @@ pub fn failures(conn: &mut PgConnection) -> Result<(Vec<(String, String)>, Vec<(
         ))
         .load(conn)
         .map_err(|e| query_error("listing rejected messages", e))?;
-    Ok((
-        failed
+    Ok(Failures {
+        failed: failed
             .into_iter()
             .map(|(id, e)| (id, e.unwrap_or_default()))
             .collect(),
-        rejected
+        rejected: rejected
             .into_iter()
             .map(|(t, p, o, e)| (format!("{t}/{p}@{o}"), e))
             .collect(),
-    ))
+    })
 }
-

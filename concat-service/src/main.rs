@@ -52,13 +52,13 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Failures => {
             let mut conn = connect(&settings)?;
-            let (failed, rejected) = concat_service::db::failures(&mut conn)?;
-            println!("{} failed id(s)", failed.len());
-            for (id, error) in failed {
+            let f = concat_service::db::failures(&mut conn)?;
+            println!("{} failed id(s)", f.failed.len());
+            for (id, error) in f.failed {
                 println!("  {id}\t{error}");
             }
-            println!("{} rejected message(s)", rejected.len());
-            for (at, error) in rejected {
+            println!("{} rejected message(s)", f.rejected.len());
+            for (at, error) in f.rejected {
                 println!("  {at}\t{error}");
             }
             Ok(())

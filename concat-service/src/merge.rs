@@ -46,7 +46,8 @@ pub fn merge_parts(
         other => other,
     };
     let (bytes, ext) = encode(&joined, format, settings.jpeg_quality)?;
-    let output = StoragePath::new(CONCAT_FOLDER, id, ext).map_err(shared::error::StoreError::from)?;
+    let output =
+        StoragePath::new(CONCAT_FOLDER, id, ext).map_err(shared::error::StoreError::from)?;
     storage.write_atomic(&output, &bytes)?;
     Ok(output)
 }
@@ -90,7 +91,8 @@ fn flatten(image: DynamicImage) -> RgbImage {
     let mut out = RgbImage::new(rgba.width(), rgba.height());
     for (src, dst) in rgba.pixels().zip(out.pixels_mut()) {
         let Rgba([r, g, b, a]) = *src;
-        let over = |c: u8| ((u16::from(c) * u16::from(a) + 255 * (255 - u16::from(a)) + 127) / 255) as u8;
+        let over =
+            |c: u8| ((u16::from(c) * u16::from(a) + 255 * (255 - u16::from(a)) + 127) / 255) as u8;
         *dst = Rgb([over(r), over(g), over(b)]);
     }
     out
@@ -144,7 +146,8 @@ pub fn encode(
     let encode_error = |e: image::ImageError| MergeError::Encode(e.to_string());
     match format {
         OutputFormat::Jpeg => {
-            let encoder = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, jpeg_quality);
+            let encoder =
+                image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, jpeg_quality);
             image.write_with_encoder(encoder).map_err(encode_error)?;
             Ok((out, ImageKind::Jpeg.extension()))
         }
@@ -162,14 +165,27 @@ mod tests {
 
     #[test]
     fn equal_heights_keep_their_sizes() {
-        assert_eq!(target_sizes(&[(400, 400), (300, 400)]), [(400, 400), (300, 400)]);
+        assert_eq!(
+            target_sizes(&[(400, 400), (300, 400)]),
+            [(400, 400), (300, 400)]
+        );
     }
 
     #[test]
     fn the_taller_part_is_scaled_down_keeping_its_aspect_ratio() {
-        assert_eq!(target_sizes(&[(200, 100), (300, 300)]), [(200, 100), (100, 100)]);
-        assert_eq!(target_sizes(&[(640, 480), (500, 333)]), [(444, 333), (500, 333)]);
-        assert_eq!(target_sizes(&[(1, 1000), (10, 10)]), [(1, 10), (10, 10)], "never 0 wide");
+        assert_eq!(
+            target_sizes(&[(200, 100), (300, 300)]),
+            [(200, 100), (100, 100)]
+        );
+        assert_eq!(
+            target_sizes(&[(640, 480), (500, 333)]),
+            [(444, 333), (500, 333)]
+        );
+        assert_eq!(
+            target_sizes(&[(1, 1000), (10, 10)]),
+            [(1, 10), (10, 10)],
+            "never 0 wide"
+        );
     }
 
     #[test]
@@ -187,21 +203,37 @@ mod tests {
     fn alpha_goes_over_white_and_grey_becomes_rgb() {
         let mut rgba = image::RgbaImage::from_pixel(1, 1, Rgba([0, 0, 0, 0]));
         rgba.put_pixel(0, 0, Rgba([0, 0, 0, 0]));
-        assert_eq!(flatten(DynamicImage::ImageRgba8(rgba)).get_pixel(0, 0), &Rgb([255, 255, 255]));
+        assert_eq!(
+            flatten(DynamicImage::ImageRgba8(rgba)).get_pixel(0, 0),
+            &Rgb([255, 255, 255])
+        );
         let half = image::RgbaImage::from_pixel(1, 1, Rgba([0, 0, 0, 128]));
-        assert_eq!(flatten(DynamicImage::ImageRgba8(half)).get_pixel(0, 0), &Rgb([127, 127, 127]));
+        assert_eq!(
+            flatten(DynamicImage::ImageRgba8(half)).get_pixel(0, 0),
+            &Rgb([127, 127, 127])
+        );
         let grey = image::GrayImage::from_pixel(1, 1, image::Luma([9]));
-        assert_eq!(flatten(DynamicImage::ImageLuma8(grey)).get_pixel(0, 0), &Rgb([9, 9, 9]));
+        assert_eq!(
+            flatten(DynamicImage::ImageLuma8(grey)).get_pixel(0, 0),
+            &Rgb([9, 9, 9])
+        );
     }
 
     #[test]
     fn undecodable_and_oversized_parts_are_refused_with_their_name() {
         let err = decode(b"not an image", "a/1.jpg", 1 << 20).unwrap_err();
-        assert!(err.to_string().starts_with("part a/1.jpg cannot be decoded"), "{err}");
+        assert!(
+            err.to_string()
+                .starts_with("part a/1.jpg cannot be decoded"),
+            "{err}"
+        );
         assert!(!err.is_retryable());
         let (png, _) = encode(&RgbImage::new(20, 10), OutputFormat::Png, 90).unwrap();
         let err = decode(&png, "a/2.png", 100).unwrap_err();
-        assert_eq!(err.to_string(), "part a/2.png is 20x10, over the limit of 100 pixels");
+        assert_eq!(
+            err.to_string(),
+            "part a/2.png is 20x10, over the limit of 100 pixels"
+        );
     }
 
     #[test]
@@ -209,7 +241,11 @@ mod tests {
         // A 2x1 JPEG (red, blue) tagged "rotate 90° clockwise" must come out 1x2.
         let mut img = RgbImage::new(16, 8);
         for (x, _, p) in img.enumerate_pixels_mut() {
-            *p = if x < 8 { Rgb([255, 0, 0]) } else { Rgb([0, 0, 255]) };
+            *p = if x < 8 {
+                Rgb([255, 0, 0])
+            } else {
+                Rgb([0, 0, 255])
+            };
         }
         let (jpeg, _) = encode(&img, OutputFormat::Jpeg, 95).unwrap();
         let tagged = with_exif_orientation(&jpeg, 6);
@@ -218,7 +254,10 @@ mod tests {
         let top = out.get_pixel(4, 2);
         let bottom = out.get_pixel(4, 13);
         assert!(top[0] > 200 && top[2] < 60, "top is red: {top:?}");
-        assert!(bottom[2] > 200 && bottom[0] < 60, "bottom is blue: {bottom:?}");
+        assert!(
+            bottom[2] > 200 && bottom[0] < 60,
+            "bottom is blue: {bottom:?}"
+        );
     }
 
     /// Inserts an APP1 EXIF segment with one Orientation tag after SOI.

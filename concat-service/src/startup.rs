@@ -31,7 +31,11 @@ impl Application {
     /// actors in the current actix system.
     pub async fn start(settings: Settings) -> anyhow::Result<Self> {
         migrate_patiently(&settings.database.url, PATIENCE).await?;
-        let topics: Vec<String> = settings.sources.iter().map(|s| s.topic().to_owned()).collect();
+        let topics: Vec<String> = settings
+            .sources
+            .iter()
+            .map(|s| s.topic().to_owned())
+            .collect();
         shared::kafka::ensure_topics_patiently(&settings.kafka, &topics, PATIENCE).await?;
 
         let pool = db::pool(
@@ -48,7 +52,8 @@ impl Application {
         };
         let storage = Storage::new(&settings.storage.root);
         let combiner = {
-            let combiner = Combiner::new(settings.merge.clone(), sources.len(), storage, db.clone());
+            let combiner =
+                Combiner::new(settings.merge.clone(), sources.len(), storage, db.clone());
             Supervisor::start(move |_| combiner)
         };
         let topic_sources: HashMap<String, String> = settings
@@ -93,7 +98,10 @@ impl Application {
             }
         };
         if actix_rt::time::timeout(self.grace, drain).await.is_err() {
-            log::warn!("shutdown grace of {:?} ran out; unfinished merges are taken again later", self.grace);
+            log::warn!(
+                "shutdown grace of {:?} ran out; unfinished merges are taken again later",
+                self.grace
+            );
         }
     }
 }

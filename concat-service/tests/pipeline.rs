@@ -109,7 +109,14 @@ fn assert_all_committed(env: &TestEnv) {
             Offset::Offset(n) => n,
             _ => 0,
         };
-        assert_eq!(got, hi, "{}/{}: committed {:?}, high watermark {hi}", e.topic(), e.partition(), e.offset());
+        assert_eq!(
+            got,
+            hi,
+            "{}/{}: committed {:?}, high watermark {hi}",
+            e.topic(),
+            e.partition(),
+            e.offset()
+        );
     }
 }
 
@@ -118,11 +125,29 @@ async fn every_pair_is_merged_side_by_side_and_every_failure_is_recorded() {
     let env = TestEnv::new(&SOURCES);
     let jpg = Format::Jpeg;
     let mut pairs = vec![
-        pair("1", Sample::new(120, 80, 1, jpg), Sample::new(100, 80, 2, jpg), (220, 80), "jpg"),
+        pair(
+            "1",
+            Sample::new(120, 80, 1, jpg),
+            Sample::new(100, 80, 2, jpg),
+            (220, 80),
+            "jpg",
+        ),
         // The taller part is scaled down to the shorter one's height: 200x100 -> 100x50.
-        pair("2", Sample::new(200, 100, 3, jpg), Sample::new(150, 50, 4, jpg), (250, 50), "jpg"),
+        pair(
+            "2",
+            Sample::new(200, 100, 3, jpg),
+            Sample::new(150, 50, 4, jpg),
+            (250, 50),
+            "jpg",
+        ),
         // A PNG part makes a PNG output; 160x120 -> 80x60.
-        pair("3", Sample::new(160, 120, 5, Format::Png), Sample::new(90, 60, 6, jpg), (170, 60), "png"),
+        pair(
+            "3",
+            Sample::new(160, 120, 5, Format::Png),
+            Sample::new(90, 60, 6, jpg),
+            (170, 60),
+            "png",
+        ),
         // Transparency comes out white.
         pair(
             "4",
@@ -133,11 +158,21 @@ async fn every_pair_is_merged_side_by_side_and_every_failure_is_recorded() {
         ),
     ];
     for i in 5..=10 {
-        pairs.push(pair(&i.to_string(), Sample::new(64, 48, i, jpg), Sample::new(48, 48, i + 1, jpg), (112, 48), "jpg"));
+        pairs.push(pair(
+            &i.to_string(),
+            Sample::new(64, 48, i, jpg),
+            Sample::new(48, 48, i + 1, jpg),
+            (112, 48),
+            "jpg",
+        ));
     }
     let good = Sample::new(32, 32, 1, jpg).encode();
-    let html = env.server.serve("/html", 200, "text/html", b"<html>oops</html>".to_vec());
-    let ok_left = env.server.serve("/ok-left.jpg", 200, "image/jpeg", good.clone());
+    let html = env
+        .server
+        .serve("/html", 200, "text/html", b"<html>oops</html>".to_vec());
+    let ok_left = env
+        .server
+        .serve("/ok-left.jpg", 200, "image/jpeg", good.clone());
     let ok_right = env.server.serve("/ok-right.jpg", 200, "image/jpeg", good);
     let mut corrupt = vec![0xFF, 0xD8, 0xFF, 0xE0];
     corrupt.extend_from_slice(&[7; 64]);
@@ -157,18 +192,47 @@ async fn every_pair_is_merged_side_by_side_and_every_failure_is_recorded() {
         ],
     );
 
-    let app = Application::start(env.settings.clone()).await.expect("cs starts");
+    let app = Application::start(env.settings.clone())
+        .await
+        .expect("cs starts");
     let summary = download_service::startup::run(env.settings.clone(), &[], never_stop())
         .await
         .expect("dls runs");
     let heroes = &summary.sources[0];
-    assert_eq!((heroes.source.as_str(), heroes.rows, heroes.published), ("super_heros", 14, 13));
-    assert_eq!(heroes.failed, 2, "the HTML page and the bad id: {:?}", heroes.reasons);
-    assert!(heroes.reasons.iter().any(|r| r.contains("is not an image")), "{:?}", heroes.reasons);
-    assert!(heroes.reasons.iter().any(|r| r.contains("row 14: id \"../escape\" has the character '/'")), "{:?}", heroes.reasons);
+    assert_eq!(
+        (heroes.source.as_str(), heroes.rows, heroes.published),
+        ("super_heros", 14, 13)
+    );
+    assert_eq!(
+        heroes.failed, 2,
+        "the HTML page and the bad id: {:?}",
+        heroes.reasons
+    );
+    assert!(
+        heroes.reasons.iter().any(|r| r.contains("is not an image")),
+        "{:?}",
+        heroes.reasons
+    );
+    assert!(
+        heroes
+            .reasons
+            .iter()
+            .any(|r| r.contains("row 14: id \"../escape\" has the character '/'")),
+        "{:?}",
+        heroes.reasons
+    );
     let egos = &summary.sources[1];
-    assert_eq!((egos.rows, egos.published, egos.failed), (13, 13, 1), "{:?}", egos.reasons);
-    assert!(egos.reasons.iter().any(|r| r.contains("HTTP 404")), "{:?}", egos.reasons);
+    assert_eq!(
+        (egos.rows, egos.published, egos.failed),
+        (13, 13, 1),
+        "{:?}",
+        egos.reasons
+    );
+    assert!(
+        egos.reasons.iter().any(|r| r.contains("HTTP 404")),
+        "{:?}",
+        egos.reasons
+    );
 
     let total = pairs.len() as i64 + 3;
     env.wait_for("every id merged or failed", Duration::from_secs(60), |e| {
@@ -178,11 +242,30 @@ async fn every_pair_is_merged_side_by_side_and_every_failure_is_recorded() {
     assert_eq!(env.count("merged"), pairs.len() as i64);
     check_outputs(&env, &pairs);
 
-    let error = |id: &str| env.image_row(id).and_then(|(s, _, e)| (s == "failed").then_some(e).flatten());
-    assert!(error("html").is_some_and(|e| e.contains("super_heros:") && e.contains("is not an image")), "{:?}", error("html"));
-    assert!(error("gone").is_some_and(|e| e.contains("alter_egos: HTTP 404")), "{:?}", error("gone"));
-    assert!(error("corrupt").is_some_and(|e| e.contains("super_heros/corrupt.jpg cannot be decoded")), "{:?}", error("corrupt"));
-    assert_eq!(env.image_row("../escape"), None, "a bad id never reaches the table");
+    let error = |id: &str| {
+        env.image_row(id)
+            .and_then(|(s, _, e)| (s == "failed").then_some(e).flatten())
+    };
+    assert!(
+        error("html").is_some_and(|e| e.contains("super_heros:") && e.contains("is not an image")),
+        "{:?}",
+        error("html")
+    );
+    assert!(
+        error("gone").is_some_and(|e| e.contains("alter_egos: HTTP 404")),
+        "{:?}",
+        error("gone")
+    );
+    assert!(
+        error("corrupt").is_some_and(|e| e.contains("super_heros/corrupt.jpg cannot be decoded")),
+        "{:?}",
+        error("corrupt")
+    );
+    assert_eq!(
+        env.image_row("../escape"),
+        None,
+        "a bad id never reaches the table"
+    );
 
     app.stop().await;
     assert_all_committed(&env);
@@ -205,13 +288,18 @@ async fn actors_that_fail_mid_stream_are_restarted_and_every_id_still_merges_onc
         })
         .collect();
     publish_pairs(&env, &pairs, &[]);
-    let app = Application::start(env.settings.clone()).await.expect("cs starts");
+    let app = Application::start(env.settings.clone())
+        .await
+        .expect("cs starts");
     let settings = env.settings.clone();
     let dls = actix_rt::spawn(async move {
         download_service::startup::run(settings, &[], never_stop()).await
     });
 
-    env.wait_for("a first merge", Duration::from_secs(60), |e| e.count("merged") >= 1).await;
+    env.wait_for("a first merge", Duration::from_secs(60), |e| {
+        e.count("merged") >= 1
+    })
+    .await;
     for _ in 0..2 {
         app.consumer.do_send(SimulateFailure);
         app.combiner.do_send(SimulateFailure);
@@ -219,9 +307,15 @@ async fn actors_that_fail_mid_stream_are_restarted_and_every_id_still_merges_onc
         actix_rt::time::sleep(Duration::from_millis(300)).await;
     }
     let summary = dls.await.expect("dls task").expect("dls runs");
-    assert!(summary.sources.iter().all(|s| s.published == 60), "{summary}");
+    assert!(
+        summary.sources.iter().all(|s| s.published == 60),
+        "{summary}"
+    );
 
-    env.wait_for("all 60 merged", Duration::from_secs(90), |e| e.count("merged") == 60).await;
+    env.wait_for("all 60 merged", Duration::from_secs(90), |e| {
+        e.count("merged") == 60
+    })
+    .await;
     assert_eq!(env.count("failed"), 0);
     check_outputs(&env, &pairs);
     let files = std::fs::read_dir(env.settings.storage.root.join("concat"))

@@ -48,7 +48,8 @@ pub async fn run(
     let storage = Storage::new(&settings.storage.root);
     let fetchers: Vec<Addr<Fetcher>> = (0..settings.download.fetchers)
         .map(|_| {
-            let fetcher = Fetcher::new(settings.download.clone(), storage.clone(), producer.clone());
+            let fetcher =
+                Fetcher::new(settings.download.clone(), storage.clone(), producer.clone());
             Supervisor::start(move |_| fetcher)
         })
         .collect();
@@ -72,10 +73,13 @@ pub async fn run(
         let reader = reader.clone();
         let name = source.name.clone();
         async move {
-            reader.send(request).await.unwrap_or_else(|e| SourceSummary {
-                error: Some(format!("csv reader failed: {e}")),
-                ..SourceSummary::new(&name)
-            })
+            reader
+                .send(request)
+                .await
+                .unwrap_or_else(|e| SourceSummary {
+                    error: Some(format!("csv reader failed: {e}")),
+                    ..SourceSummary::new(&name)
+                })
         }
     });
     let sources = futures_util::future::join_all(runs).await;

@@ -41,7 +41,10 @@ impl SourceSummary {
         match outcome {
             Err(e) => {
                 self.failed += 1;
-                self.reason(format!("row {}: {} (skipped, not published)", e.row, e.reason));
+                self.reason(format!(
+                    "row {}: {} (skipped, not published)",
+                    e.row, e.reason
+                ));
                 log::warn!("source={} row {}: {}", self.source, e.row, e.reason);
             }
             Ok((row, report)) => {
@@ -73,7 +76,12 @@ impl SourceSummary {
     pub fn progress_line(&self) -> String {
         format!(
             "source={} rows={} downloaded={} already_stored={} published={} failed={}",
-            self.source, self.rows, self.downloaded, self.already_stored, self.published, self.failed
+            self.source,
+            self.rows,
+            self.downloaded,
+            self.already_stored,
+            self.published,
+            self.failed
         )
     }
 }
@@ -86,7 +94,11 @@ pub struct RunSummary {
 impl RunSummary {
     /// True when no source could be read at all: the run did nothing.
     pub fn could_not_run(&self) -> bool {
-        !self.sources.is_empty() && self.sources.iter().all(|s| s.error.is_some() && s.rows == 0)
+        !self.sources.is_empty()
+            && self
+                .sources
+                .iter()
+                .all(|s| s.error.is_some() && s.rows == 0)
     }
 }
 

@@ -47,8 +47,17 @@ pub struct Combiner {
 }
 
 impl Combiner {
-    pub fn new(settings: MergeSettings, sources: usize, storage: Storage, db: Addr<DbActor>) -> Self {
-        let claimer = format!("cs-{}-{}", std::process::id(), uuid::Uuid::new_v4().simple());
+    pub fn new(
+        settings: MergeSettings,
+        sources: usize,
+        storage: Storage,
+        db: Addr<DbActor>,
+    ) -> Self {
+        let claimer = format!(
+            "cs-{}-{}",
+            std::process::id(),
+            uuid::Uuid::new_v4().simple()
+        );
         Self {
             workers: settings.worker_count(),
             settings,
@@ -80,46 +89,61 @@ impl Combiner {
             lease_ms: self.settings.lease_ms,
             claimer: self.claimer.clone(),
         };
-        ctx.spawn(self.db.send(request).into_actor(self).map(move |result, act, ctx| {
-            act.claiming = false;
-            match result {
-                Ok(Ok(claims)) => {
-                    let full = claims.len() == free;
-                    for claim in claims {
-                        act.merge(claim, ctx);
+        ctx.spawn(
+            self.db
+                .send(request)
+                .into_actor(self)
+                .map(move |result, act, ctx| {
+                    act.claiming = false;
+                    match result {
+                        Ok(Ok(claims)) => {
+                            let full = claims.len() == free;
+                            for claim in claims {
+                                act.merge(claim, ctx);
+                            }
+                            if full || act.again {
+                                act.claim(ctx);
+                            }
+                        }
+                        Ok(Err(e)) => {
+                            log::warn!("combiner: claiming failed ({e}); the sweep tries again")
+                        }
+                        Err(e) => log::warn!(
+                            "combiner: db actor unavailable ({e}); the sweep tries again"
+                        ),
                     }
-                    if full || act.again {
-                        act.claim(ctx);
-                    }
-                }
-                Ok(Err(e)) => log::warn!("combiner: claiming failed ({e}); the sweep tries again"),
-                Err(e) => log::warn!("combiner: db actor unavailable ({e}); the sweep tries again"),
-            }
-        }));
+                }),
+        );
     }
 
     fn merge(&mut self, claim: Claim, ctx: &mut Context<Self>) {
         self.in_flight += 1;
-        let (storage, settings, sources) = (self.storage.clone(), self.settings.clone(), self.sources);
+        let (storage, settings, sources) =
+            (self.storage.clone(), self.settings.clone(), self.sources);
         let db = self.db.clone();
         let work = async move {
             let started = std::time::Instant::now();
-            let outcome: Result<StoragePath, (String, bool)> = if claim.attempt > settings.max_attempts {
-                Err((
-                    format!(
-                        "the merge was abandoned {} times (crash or timeout while merging?)",
-                        claim.attempt - 1
-                    ),
-                    false,
-                ))
-            } else {
-                run_merge(storage, &claim, sources, settings.clone())
-                    .await
-                    .map_err(|e| (e.to_string(), e.is_retryable()))
-            };
+            let outcome: Result<StoragePath, (String, bool)> =
+                if claim.attempt > settings.max_attempts {
+                    Err((
+                        format!(
+                            "the merge was abandoned {} times (crash or timeout while merging?)",
+                            claim.attempt - 1
+                        ),
+                        false,
+                    ))
+                } else {
+                    run_merge(storage, &claim, sources, settings.clone())
+                        .await
+                        .map_err(|e| (e.to_string(), e.is_retryable()))
+                };
             let finish = match outcome {
                 Ok(output) => {
-                    log::info!("id={} merged into {output} in {:?}", claim.id, started.elapsed());
+                    log::info!(
+                        "id={} merged into {output} in {:?}",
+                        claim.id,
+                        started.elapsed()
+                    );
                     FinishMerge::Merged {
                         id: claim.id.clone(),
                         attempt: claim.attempt,
@@ -133,7 +157,9 @@ impl Combiner {
                         "id={} merge attempt {} failed: {error}{}",
                         claim.id,
                         claim.attempt,
-                        retry.map_or(" (recorded as failed)".to_owned(), |ms| format!(" (retry in {ms} ms)"))
+                        retry.map_or(" (recorded as failed)".to_owned(), |ms| format!(
+                            " (retry in {ms} ms)"
+                        ))
                     );
                     FinishMerge::Failed {
                         id: claim.id.clone(),
@@ -148,7 +174,10 @@ impl Combiner {
                 Err(e) => Err(e.to_string()),
             };
             if let Err(e) = recorded {
-                log::warn!("id={}: result not recorded ({e}); the lease expires and it is merged again", claim.id);
+                log::warn!(
+                    "id={}: result not recorded ({e}); the lease expires and it is merged again",
+                    claim.id
+                );
             }
         };
         // A task of its own, not tied to this actor's context: a restart of
@@ -206,7 +235,9 @@ async fn run_merge(
 }
 
 fn retry_delay(settings: &MergeSettings, attempt: i32) -> u64 {
-    let doublings = u32::try_from(attempt.saturating_sub(1)).unwrap_or(0).min(20);
+    let doublings = u32::try_from(attempt.saturating_sub(1))
+        .unwrap_or(0)
+        .min(20);
     settings
         .retry_backoff_ms
         .saturating_mul(1 << doublings)
@@ -221,13 +252,16 @@ impl Actor for Combiner {
         actix_rt::task::spawn_blocking(move || {
             match storage.remove_stale_temp_files(CONCAT_FOLDER, STALE_TEMP) {
                 Ok(0) => {}
-                Ok(n) => log::info!("combiner: removed {n} stale temporary file(s) in {CONCAT_FOLDER}/"),
+                Ok(n) => {
+                    log::info!("combiner: removed {n} stale temporary file(s) in {CONCAT_FOLDER}/")
+                }
                 Err(e) => log::warn!("combiner: cleaning temporary files: {e}"),
             }
         });
-        ctx.run_interval(Duration::from_millis(self.settings.sweep_interval_ms.max(10)), |act, ctx| {
-            act.claim(ctx)
-        });
+        ctx.run_interval(
+            Duration::from_millis(self.settings.sweep_interval_ms.max(10)),
+            |act, ctx| act.claim(ctx),
+        );
         self.claim(ctx);
     }
 }

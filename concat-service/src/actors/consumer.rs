@@ -78,7 +78,10 @@ impl Consumer {
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
             .set("enable.partition.eof", "false")
-            .set("session.timeout.ms", self.settings.session_timeout_ms.to_string());
+            .set(
+                "session.timeout.ms",
+                self.settings.session_timeout_ms.to_string(),
+            );
         let consumer: StreamConsumer = match config.create() {
             Ok(c) => c,
             Err(e) => return self.fail(ctx, format!("creating the Kafka consumer: {e}")),
@@ -87,18 +90,27 @@ impl Consumer {
         if let Err(e) = consumer.subscribe(&topics) {
             return self.fail(ctx, format!("subscribing to {topics:?}: {e}"));
         }
-        log::info!("consumer: subscribed to {topics:?} as group {}", self.settings.group_id);
+        log::info!(
+            "consumer: subscribed to {topics:?} as group {}",
+            self.settings.group_id
+        );
         self.consumer = Some(Arc::new(consumer));
         self.poll(ctx);
     }
 
     /// Reads the next batch, persists it, stores its offsets, repeats.
     fn poll(&mut self, ctx: &mut Context<Self>) {
-        let Some(consumer) = self.consumer.clone() else { return };
+        let Some(consumer) = self.consumer.clone() else {
+            return;
+        };
         if self.draining {
             return;
         }
-        let (db, topics, max) = (self.db.clone(), self.topics.clone(), self.settings.batch_size);
+        let (db, topics, max) = (
+            self.db.clone(),
+            self.topics.clone(),
+            self.settings.batch_size,
+        );
         let work = async move {
             let batch = next_batch(&consumer, &topics, max).await;
             let items: Vec<Consumed> = batch.iter().map(|(c, _)| c.clone()).collect();
@@ -124,7 +136,9 @@ impl Consumer {
     }
 
     fn store_offsets(&self, batch: &[(Consumed, Position)]) {
-        let Some(consumer) = &self.consumer else { return };
+        let Some(consumer) = &self.consumer else {
+            return;
+        };
         for (_, (topic, partition, offset)) in batch {
             // Fails only for a partition revoked meanwhile: its new owner
             // re-reads the message, which the upsert absorbs.
@@ -137,7 +151,10 @@ impl Consumer {
     /// Logs, then stops: the supervisor restarts the actor after a pause.
     fn fail(&mut self, ctx: &mut Context<Self>, reason: String) {
         self.failures += 1;
-        log::error!("consumer: {reason}; restarting (failure {} in a row)", self.failures);
+        log::error!(
+            "consumer: {reason}; restarting (failure {} in a row)",
+            self.failures
+        );
         ctx.stop();
     }
 }
@@ -213,16 +230,14 @@ async fn next_batch(
 fn convert(m: &BorrowedMessage<'_>, topics: &HashMap<String, String>) -> (Consumed, Position) {
     let position = (m.topic().to_owned(), m.partition(), m.offset());
     let payload = m.payload().unwrap_or_default();
-    let parsed = PartMessage::from_json(payload).and_then(|message| {
-        match topics.get(m.topic()) {
-            Some(source) if *source == message.source => Ok(message),
-            Some(source) => Err(format!(
-                "message says source {:?} but topic {} belongs to source {source:?}",
-                message.source,
-                m.topic()
-            )),
-            None => Err(format!("topic {} is not a configured source", m.topic())),
-        }
+    let parsed = PartMessage::from_json(payload).and_then(|message| match topics.get(m.topic()) {
+        Some(source) if *source == message.source => Ok(message),
+        Some(source) => Err(format!(
+            "message says source {:?} but topic {} belongs to source {source:?}",
+            message.source,
+            m.topic()
+        )),
+        None => Err(format!("topic {} is not a configured source", m.topic())),
     });
     let consumed = match parsed {
         Ok(message) => Consumed::Part(ReceivedPart {
@@ -232,15 +247,22 @@ fn convert(m: &BorrowedMessage<'_>, topics: &HashMap<String, String>) -> (Consum
             offset: position.2,
         }),
         Err(error) => {
-            log::error!("{}/{}@{}: rejected: {error}", position.0, position.1, position.2);
+            log::error!(
+                "{}/{}@{}: rejected: {error}",
+                position.0,
+                position.1,
+                position.2
+            );
             Consumed::Rejected(RejectedMessage {
                 topic: position.0.clone(),
                 partition: position.1,
                 offset: position.2,
                 key: m.key().map(|k| String::from_utf8_lossy(k).into_owned()),
                 error,
-                payload_excerpt: String::from_utf8_lossy(&payload[..payload.len().min(EXCERPT_BYTES)])
-                    .into_owned(),
+                payload_excerpt: String::from_utf8_lossy(
+                    &payload[..payload.len().min(EXCERPT_BYTES)],
+                )
+                .into_owned(),
             })
         }
     };

@@ -27,8 +27,10 @@ impl DbActor {
 
     fn conn(
         &self,
-    ) -> Result<diesel::r2d2::PooledConnection<diesel::r2d2::ConnectionManager<diesel::PgConnection>>, DbError>
-    {
+    ) -> Result<
+        diesel::r2d2::PooledConnection<diesel::r2d2::ConnectionManager<diesel::PgConnection>>,
+        DbError,
+    > {
         self.pool
             .get()
             .map_err(|e| db::db_error("connecting to PostgreSQL", e))
@@ -51,7 +53,13 @@ impl Handler<ClaimReady> for DbActor {
     type Result = Result<Vec<Claim>, DbError>;
 
     fn handle(&mut self, msg: ClaimReady, _: &mut Self::Context) -> Self::Result {
-        db::claim_ready(&mut *self.conn()?, msg.max, msg.lease_ms, &msg.claimer, &self.sources)
+        db::claim_ready(
+            &mut *self.conn()?,
+            msg.max,
+            msg.lease_ms,
+            &msg.claimer,
+            &self.sources,
+        )
     }
 }
 

@@ -56,7 +56,12 @@ impl ImageServer {
 
     /// How many requests `path` received.
     pub fn hits(&self, path: &str) -> usize {
-        self.hits.lock().expect("hits").get(path).copied().unwrap_or(0)
+        self.hits
+            .lock()
+            .expect("hits")
+            .get(path)
+            .copied()
+            .unwrap_or(0)
     }
 }
 
@@ -74,13 +79,22 @@ fn handle(
             break;
         }
     }
-    let path = request_line.split_whitespace().nth(1).unwrap_or("/").to_owned();
+    let path = request_line
+        .split_whitespace()
+        .nth(1)
+        .unwrap_or("/")
+        .to_owned();
     *hits.lock().expect("hits").entry(path.clone()).or_default() += 1;
-    let response = routes.lock().expect("routes").get(&path).cloned().unwrap_or(Response {
-        status: 404,
-        content_type: "text/plain".into(),
-        body: b"not found".to_vec(),
-    });
+    let response = routes
+        .lock()
+        .expect("routes")
+        .get(&path)
+        .cloned()
+        .unwrap_or(Response {
+            status: 404,
+            content_type: "text/plain".into(),
+            body: b"not found".to_vec(),
+        });
     let mut stream = stream;
     write!(
         stream,

@@ -59,7 +59,11 @@ impl Sample {
         RgbaImage::from_fn(self.width, self.height, |x, y| {
             let q = usize::from(x >= self.width / 2) + 2 * usize::from(y >= self.height / 2);
             let [r, g, b] = self.colors[q];
-            let a = if self.format == Format::PngTransparentCorner && q == 1 { 0 } else { 255 };
+            let a = if self.format == Format::PngTransparentCorner && q == 1 {
+                0
+            } else {
+                255
+            };
             Rgba([r, g, b, a])
         })
     }
@@ -102,14 +106,25 @@ impl Sample {
 
 /// Checks that the part drawn at `x0..x0+w` of `merged` (full height) shows
 /// the sample's four quadrants, sampling the middle of each quadrant.
-pub fn check_part(merged: &RgbImage, x0: u32, w: u32, sample: &Sample, tolerance: u8) -> Result<(), String> {
+pub fn check_part(
+    merged: &RgbImage,
+    x0: u32,
+    w: u32,
+    sample: &Sample,
+    tolerance: u8,
+) -> Result<(), String> {
     let h = merged.height();
     for q in 0..4 {
         let qx = x0 + if q % 2 == 0 { w / 4 } else { 3 * w / 4 };
         let qy = if q < 2 { h / 4 } else { 3 * h / 4 };
         let Rgb(got) = *merged.get_pixel(qx, qy);
         let want = sample.expected(q);
-        let off = got.iter().zip(want).map(|(g, w)| g.abs_diff(w)).max().unwrap_or(0);
+        let off = got
+            .iter()
+            .zip(want)
+            .map(|(g, w)| g.abs_diff(w))
+            .max()
+            .unwrap_or(0);
         if off > tolerance {
             return Err(format!(
                 "quadrant {q} at ({qx},{qy}): got {got:?}, want {want:?} (off by {off} > {tolerance})"

@@ -35,7 +35,11 @@ impl TestEnv {
         let _ = env_logger::builder()
             .is_test(true)
             .parse_env(env_logger::Env::default().default_filter_or(
-                if std::env::var_os("TEST_LOG").is_some() { "info" } else { "warn" },
+                if std::env::var_os("TEST_LOG").is_some() {
+                    "info"
+                } else {
+                    "warn"
+                },
             ))
             .try_init();
         let suffix = uuid::Uuid::new_v4().simple().to_string()[..12].to_owned();
@@ -88,7 +92,8 @@ impl TestEnv {
     }
 
     pub fn db(&self) -> PgConnection {
-        PgConnection::establish(&self.settings.database.url).expect("connecting to the test database")
+        PgConnection::establish(&self.settings.database.url)
+            .expect("connecting to the test database")
     }
 
     /// Ids per state: (pending, ready, merging, merged, failed).
@@ -97,7 +102,10 @@ impl TestEnv {
     }
 
     pub fn count(&self, state: &str) -> i64 {
-        self.counts().iter().find(|(s, _)| s == state).map_or(0, |(_, n)| *n)
+        self.counts()
+            .iter()
+            .find(|(s, _)| s == state)
+            .map_or(0, |(_, n)| *n)
     }
 
     /// Polls until `done` holds, or panics with the last counts after `limit`.
@@ -105,7 +113,10 @@ impl TestEnv {
         let deadline = std::time::Instant::now() + limit;
         while !done(self) {
             if std::time::Instant::now() > deadline {
-                panic!("timed out after {limit:?} waiting for {what}; states: {:?}", self.counts());
+                panic!(
+                    "timed out after {limit:?} waiting for {what}; states: {:?}",
+                    self.counts()
+                );
             }
             actix_rt::time::sleep(Duration::from_millis(100)).await;
         }
@@ -126,8 +137,11 @@ impl TestEnv {
 impl Drop for TestEnv {
     fn drop(&mut self) {
         if let Ok(mut admin) = PgConnection::establish(&self.admin_url) {
-            let _ = diesel::sql_query(format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.db_name))
-                .execute(&mut admin);
+            let _ = diesel::sql_query(format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.db_name
+            ))
+            .execute(&mut admin);
         }
     }
 }

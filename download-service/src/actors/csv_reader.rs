@@ -80,15 +80,19 @@ async fn read_source(msg: ReadSource) -> SourceSummary {
     let (tx, rx) = mpsc::channel::<Result<CsvRow, RowError>>(msg.in_flight.max(1) * 2);
     let csv = msg.csv.clone();
     let parser = actix_rt::task::spawn_blocking(move || {
-        let file = std::fs::File::open(&csv)
-            .map_err(|e| format!("cannot open {}: {e}", csv.display()))?;
-        parse_rows(std::io::BufReader::new(file), |row| tx.blocking_send(row).is_ok())
-            .map_err(|e| format!("{}: {e}", csv.display()))
+        let file =
+            std::fs::File::open(&csv).map_err(|e| format!("cannot open {}: {e}", csv.display()))?;
+        parse_rows(std::io::BufReader::new(file), |row| {
+            tx.blocking_send(row).is_ok()
+        })
+        .map_err(|e| format!("{}: {e}", csv.display()))
     });
 
-    let rows = futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|row| (row, rx))
-    });
+    let rows =
+        futures_util::stream::unfold(
+            rx,
+            |mut rx| async move { rx.recv().await.map(|row| (row, rx)) },
+        );
     let mut stop = msg.stop.clone();
     let stopped = async move {
         let _ = stop.wait_for(|s| *s).await;
@@ -97,35 +101,41 @@ async fn read_source(msg: ReadSource) -> SourceSummary {
     let fetchers = Arc::new(msg.fetchers);
     let topic = msg.topic.clone();
     let name = msg.name.clone();
-    let outcomes = rows
-        .take_until(stopped)
-        .map(|row| {
-            let (fetchers, next, topic, name) =
-                (fetchers.clone(), next_fetcher.clone(), topic.clone(), name.clone());
-            async move {
-                let row = row?;
-                let id = ImageId::parse(&row.id).map_err(|e| RowError {
-                    row: row.row,
-                    reason: e.to_string(),
-                })?;
-                let fetch = FetchRow {
-                    source: name,
-                    topic,
-                    id,
-                    url: row.url,
-                };
-                Ok((row.row, dispatch(&fetchers, &next, fetch).await))
-            }
-        })
-        .buffer_unordered(msg.in_flight.max(1));
-    let mut outcomes = std::pin::pin!(outcomes);
+    let mut outcomes = Box::pin(
+        rows.take_until(stopped)
+            .map(|row| {
+                let (fetchers, next, topic, name) = (
+                    fetchers.clone(),
+                    next_fetcher.clone(),
+                    topic.clone(),
+                    name.clone(),
+                );
+                async move {
+                    let row = row?;
+                    let id = ImageId::parse(&row.id).map_err(|e| RowError {
+                        row: row.row,
+                        reason: e.to_string(),
+                    })?;
+                    let fetch = FetchRow {
+                        source: name,
+                        topic,
+                        id,
+                        url: row.url,
+                    };
+                    Ok((row.row, dispatch(&fetchers, &next, fetch).await))
+                }
+            })
+            .buffer_unordered(msg.in_flight.max(1)),
+    );
 
     while let Some(outcome) = outcomes.next().await {
         summary.record(outcome);
-        if summary.rows % 500 == 0 {
+        if summary.rows.is_multiple_of(500) {
             log::info!("{}", summary.progress_line());
         }
     }
+    // Dropping the stream drops the receiver: a parser still blocked on a
+    // full channel (we stopped early) sees it closed and returns.
     drop(outcomes);
     if *msg.stop.borrow() {
         summary.stopped_early = true;
@@ -144,11 +154,16 @@ async fn dispatch(fetchers: &[Addr<Fetcher>], next: &AtomicUsize, row: FetchRow)
     let mut last_error = String::new();
     for _ in 0..fetchers.len().clamp(1, 3) {
         let i = next.fetch_add(1, Ordering::Relaxed) % fetchers.len().max(1);
-        let Some(fetcher) = fetchers.get(i) else { break };
+        let Some(fetcher) = fetchers.get(i) else {
+            break;
+        };
         match fetcher.send(row.clone()).await {
             Ok(report) => return report,
             Err(e) => {
-                log::warn!("id={}: fetcher {i} unavailable ({e}); handing the row to another", row.id);
+                log::warn!(
+                    "id={}: fetcher {i} unavailable ({e}); handing the row to another",
+                    row.id
+                );
                 last_error = e.to_string();
             }
         }
@@ -257,7 +272,8 @@ mod tests {
     #[test]
     fn the_original_format_parses_verbatim() {
         // Trailing comma on every line, header included, and no final newline.
-        let text = "id,path,\n1,https://img.example/superman.jpg,\n2,https://img.example/batman.png,";
+        let text =
+            "id,path,\n1,https://img.example/superman.jpg,\n2,https://img.example/batman.png,";
         assert_eq!(
             parse(text).unwrap(),
             [

@@ -34,7 +34,11 @@ pub struct Fetcher {
 }
 
 impl Fetcher {
-    pub fn new(settings: DownloadSettings, storage: Storage, producer: Addr<KafkaProducer>) -> Self {
+    pub fn new(
+        settings: DownloadSettings,
+        storage: Storage,
+        producer: Addr<KafkaProducer>,
+    ) -> Self {
         Self {
             settings,
             storage,
@@ -151,7 +155,12 @@ impl RowJob {
                     source,
                 })?;
             if let Some(file) = existing {
-                log::debug!("source={} id={}: already stored as {}", row.source, row.id, file.path);
+                log::debug!(
+                    "source={} id={}: already stored as {}",
+                    row.source,
+                    row.id,
+                    file.path
+                );
                 return Ok((FetchOutcome::AlreadyStored, file));
             }
         }
@@ -187,7 +196,10 @@ impl RowJob {
         loop {
             match self.download(url).await {
                 Err(e) if e.is_retryable() && attempt < self.settings.attempts => {
-                    log::info!("{e}; try {attempt} of {}, again in {pause:?}", self.settings.attempts);
+                    log::info!(
+                        "{e}; try {attempt} of {}, again in {pause:?}",
+                        self.settings.attempts
+                    );
                     actix_rt::time::sleep(pause).await;
                     pause *= 2;
                     attempt += 1;

@@ -38,7 +38,10 @@ impl KafkaProducer {
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .set("linger.ms", "5")
-            .set("message.timeout.ms", settings.message_timeout_ms.to_string());
+            .set(
+                "message.timeout.ms",
+                settings.message_timeout_ms.to_string(),
+            );
         config
     }
 

@@ -1,0 +1,52 @@
+# two-micros. The two commands a new user needs: `make demo` and `make test`.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+# Builds are shared across clones (and with CI) through a target dir outside
+# the repository.
+export CARGO_TARGET_DIR ?= $(HOME)/.cache/two-micros/target
+INFRA := bash scripts/infra.sh
+# Exports KAFKA_BROKERS and DATABASE_URL: given ones, else those infra-up starts.
+WITH_INFRA_ENV = eval "$$($(INFRA) env)" &&
+BIN := $(CARGO_TARGET_DIR)/debug
+
+.PHONY: help deps build infra-up infra-down infra-status test lint unit demo run-dls run-cs bench
+
+help:
+	@echo "make demo        infrastructure up, sample images merged end to end"
+	@echo "make test        infrastructure up, lint, then every test"
+	@echo "make run-dls     run the Download Service (ARGS='--source super_heros' ...)"
+	@echo "make run-cs      run the Concat Service (ARGS='status' / 'failures' ...)"
+	@echo "make infra-up / infra-down / infra-status   Kafka 4 (KRaft) and PostgreSQL"
+	@echo "make bench       merge and pipeline benchmarks"
+
+deps:
+	@$(INFRA) build-deps
+
+build: deps
+	cargo build --bins
+
+infra-up:
+	@$(INFRA) up
+
+infra-down:
+	@$(INFRA) down
+
+infra-status:
+	@$(INFRA) status
+
+lint: deps
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets -- -D warnings
+
+test: deps infra-up lint
+	$(WITH_INFRA_ENV) cargo test --workspace --all-targets
+
+demo: deps infra-up
+	@bash scripts/demo.sh
+
+run-dls: build
+	$(WITH_INFRA_ENV) $(BIN)/dls $(ARGS)
+
+run-cs: build
+	$(WITH_INFRA_ENV) $(BIN)/cs $(ARGS)

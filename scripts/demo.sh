@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# make demo: generated sample images served on 127.0.0.1, dls and cs run until
+# every sample pair is merged, then both stop. Everything lives under .demo/
+# (wiped at each run), in the database two_micros_demo and on the topics
+# demo.super_heros / demo.alter_egos, so a demo never mixes with real data.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+COUNT=${DEMO_PAIRS:-12}
+DEMO=${DEMO_DIR:-$PWD/.demo}
+TARGET=${CARGO_TARGET_DIR:-$PWD/target}/debug
+TIMEOUT_S=${DEMO_TIMEOUT_S:-180}
+
+log() { printf '[demo] %s\n' "$*"; }
+
+eval "$(bash scripts/infra.sh env)"
+
+log "building dls, cs and the sample generator"
+cargo build --quiet --bins --example demo_samples
+
+# Stop what an interrupted earlier demo left running (by pid file only).
+for name in http cs; do
+    if [[ -f $DEMO/$name.pid ]] && kill -0 "$(cat "$DEMO/$name.pid")" 2>/dev/null; then
+        kill "$(cat "$DEMO/$name.pid")" 2>/dev/null || true
+    fi
+done
+rm -rf "$DEMO"
+mkdir -p "$DEMO"
+
+PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+"$TARGET/examples/demo_samples" "$DEMO" "http://127.0.0.1:$PORT" "$COUNT" | sed 's/^/[demo] /'
+python3 -m http.server "$PORT" --bind 127.0.0.1 --directory "$DEMO/samples" >"$DEMO/http.log" 2>&1 &
+echo $! >"$DEMO/http.pid"
+
+cs_pid=""
+cleanup() {
+    if [[ -n $cs_pid ]] && kill -0 "$cs_pid" 2>/dev/null; then
+        kill -TERM "$cs_pid" 2>/dev/null || true
+        for _ in $(seq 1 100); do kill -0 "$cs_pid" 2>/dev/null || break; sleep 0.2; done
+    fi
+    if [[ -f $DEMO/http.pid ]]; then
+        kill "$(cat "$DEMO/http.pid")" 2>/dev/null || true
+        rm -f "$DEMO/http.pid" "$DEMO/cs.pid"
+    fi
+}
+trap cleanup EXIT
+
+# A database of its own, made afresh (falls back to DATABASE_URL as given when
+# the server does not let us create one).
+DEMO_DB_URL="${DATABASE_URL%/*}/two_micros_demo"
+if psql -q "$DATABASE_URL" -c 'DROP DATABASE IF EXISTS two_micros_demo WITH (FORCE)' \
+    -c 'CREATE DATABASE two_micros_demo' >/dev/null 2>"$DEMO/psql.log"; then
+    export DATABASE_URL=$DEMO_DB_URL
+else
+    log "could not create database two_micros_demo (see $DEMO/psql.log); using DATABASE_URL as given"
+fi
+
+export STORAGE_ROOT=$DEMO/data
+export TWO_MICROS__SOURCES="[{name=\"super_heros\", csv=\"$DEMO/input/super_heros.csv\", topic=\"demo.super_heros\"}, {name=\"alter_egos\", csv=\"$DEMO/input/alter_egos.csv\", topic=\"demo.alter_egos\"}]"
+export TWO_MICROS__CONSUMER__GROUP_ID=two-micros-demo
+export RUST_LOG=${RUST_LOG:-info}
+
+log "starting cs (log: $DEMO/cs.log)"
+"$TARGET/cs" run >"$DEMO/cs.log" 2>&1 &
+cs_pid=$!
+echo "$cs_pid" >"$DEMO/cs.pid"
+
+log "running dls over $COUNT pairs (log: $DEMO/dls.log)"
+"$TARGET/dls" 2>"$DEMO/dls.log"
+
+log "waiting for cs to merge every pair"
+deadline=$((SECONDS + TIMEOUT_S))
+while :; do
+    if ! kill -0 "$cs_pid" 2>/dev/null; then
+        log "cs exited early; its log:"; tail -n 30 "$DEMO/cs.log"; exit 1
+    fi
+    status=$("$TARGET/cs" status 2>/dev/null || true)
+    merged=$(sed -n 's/.*merged=\([0-9]*\).*/\1/p' <<<"$status")
+    failed=$(sed -n 's/.*failed=\([0-9]*\).*/\1/p' <<<"$status")
+    if [[ -n $merged && $((merged + failed)) -ge $COUNT ]]; then
+        break
+    fi
+    if ((SECONDS > deadline)); then
+        log "timed out after ${TIMEOUT_S}s: $status (cs log: $DEMO/cs.log)"; exit 1
+    fi
+    sleep 0.5
+done
+log "cs status: $status"
+cleanup
+cs_pid=""
+if [[ ${failed:-0} -gt 0 ]]; then
+    "$TARGET/cs" failures
+    exit 1
+fi
+log "done: $merged pairs merged into $DEMO/data/concat/ , e.g.:"
+find "$DEMO/data/concat" -type f | sort -V | head -n 3 | sed 's/^/[demo]   /'

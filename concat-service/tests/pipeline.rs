@@ -300,10 +300,14 @@ async fn actors_that_fail_mid_stream_are_restarted_and_every_id_still_merges_onc
         e.count("merged") >= 1
     })
     .await;
-    for _ in 0..2 {
-        app.consumer.do_send(SimulateFailure);
-        app.combiner.do_send(SimulateFailure);
-        app.db.do_send(SimulateFailure);
+    for failure in [
+        SimulateFailure::Stop,
+        SimulateFailure::Panic,
+        SimulateFailure::Stop,
+    ] {
+        app.consumer.do_send(failure);
+        app.combiner.do_send(failure);
+        app.db.do_send(failure);
         actix_rt::time::sleep(Duration::from_millis(300)).await;
     }
     let summary = dls.await.expect("dls task").expect("dls runs");

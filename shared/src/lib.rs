@@ -7,6 +7,7 @@
 //! - [`storage`]: atomic writes under the storage root (temp file, fsync, rename).
 //! - [`image_kind`]: image formats told by their magic bytes.
 //! - [`kafka`]: client configuration and topic creation used by both services.
+//! - [`panic`]: panics turned into errors at actor boundaries.
 //! - [`error`]: the error types, each able to say whether a retry may help.
 //! - [`shutdown`]: SIGINT/SIGTERM as a future.
 
@@ -16,5 +17,6 @@ pub mod ids;
 pub mod image_kind;
 pub mod kafka;
 pub mod messages;
+pub mod panic;
 pub mod shutdown;
 pub mod storage;

@@ -200,12 +200,17 @@ pub struct MergeFinished;
 #[rtype(result = "()")]
 pub struct Drain;
 
-/// Makes the receiving actor fail as if it had met an error: it stops, and its
-/// supervisor restarts it with fresh state. Used by the supervision tests and
-/// useful to an operator who wants a clean reconnect.
-#[derive(Debug, Clone, Copy, Message)]
+/// Fault injection, for the supervision tests and for chaos drills.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Message)]
 #[rtype(result = "()")]
-pub struct SimulateFailure;
+pub enum SimulateFailure {
+    /// Fail as if an error was met: the actor stops and its supervisor
+    /// restarts it with fresh state.
+    Stop,
+    /// Panic inside the actor's next piece of real work (a batch, a query, a
+    /// merge), where the panic guard must turn it into an error.
+    Panic,
+}
 
 #[cfg(test)]
 mod tests {

@@ -44,6 +44,8 @@ pub struct Combiner {
     again: bool,
     draining: bool,
     drained: Vec<oneshot::Sender<()>>,
+    /// Fault injection: the next merge panics (on the blocking pool).
+    panic_next: bool,
 }
 
 impl Combiner {
@@ -70,6 +72,7 @@ impl Combiner {
             again: false,
             draining: false,
             drained: Vec::new(),
+            panic_next: false,
         }
     }
 
@@ -118,6 +121,7 @@ impl Combiner {
 
     fn merge(&mut self, claim: Claim, ctx: &mut Context<Self>) {
         self.in_flight += 1;
+        let panic_now = std::mem::take(&mut self.panic_next);
         let (storage, settings, sources) =
             (self.storage.clone(), self.settings.clone(), self.sources);
         let db = self.db.clone();
@@ -133,7 +137,7 @@ impl Combiner {
                         false,
                     ))
                 } else {
-                    run_merge(storage, &claim, sources, settings.clone())
+                    run_merge(storage, &claim, sources, settings.clone(), panic_now)
                         .await
                         .map_err(|e| (e.to_string(), e.is_retryable()))
                 };
@@ -185,7 +189,9 @@ impl Combiner {
         // their result and report back to whichever Combiner is running.
         let me = ctx.address();
         actix_rt::spawn(async move {
-            work.await;
+            if let Err(panic) = shared::panic::catch_async(work).await {
+                log::error!("combiner: merge task {panic}; its claim expires and is taken again");
+            }
             me.do_send(MergeFinished);
         });
     }
@@ -215,6 +221,7 @@ async fn run_merge(
     claim: &Claim,
     sources: usize,
     settings: MergeSettings,
+    panic_now: bool,
 ) -> Result<StoragePath, MergeError> {
     if claim.parts.len() != sources {
         return Err(MergeError::Decode {
@@ -229,9 +236,14 @@ async fn run_merge(
         .map(|p| StoragePath::parse(p))
         .collect::<Result<Vec<_>, _>>()
         .map_err(shared::error::StoreError::from)?;
-    actix_rt::task::spawn_blocking(move || merge::merge_parts(&storage, &id, &parts, &settings))
-        .await
-        .unwrap_or_else(|e| Err(MergeError::Panicked(e.to_string())))
+    actix_rt::task::spawn_blocking(move || {
+        if panic_now {
+            panic!("simulated panic in a merge");
+        }
+        merge::merge_parts(&storage, &id, &parts, &settings)
+    })
+    .await
+    .unwrap_or_else(|e| Err(MergeError::Panicked(e.to_string())))
 }
 
 fn retry_delay(settings: &MergeSettings, attempt: i32) -> u64 {
@@ -305,9 +317,14 @@ impl Handler<Drain> for Combiner {
 impl Handler<SimulateFailure> for Combiner {
     type Result = ();
 
-    fn handle(&mut self, _: SimulateFailure, ctx: &mut Self::Context) {
-        log::warn!("combiner: failure requested, stopping for a restart");
-        ctx.stop();
+    fn handle(&mut self, failure: SimulateFailure, ctx: &mut Self::Context) {
+        match failure {
+            SimulateFailure::Stop => {
+                log::warn!("combiner: failure requested, stopping for a restart");
+                ctx.stop();
+            }
+            SimulateFailure::Panic => self.panic_next = true,
+        }
     }
 }
 

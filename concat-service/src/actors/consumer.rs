@@ -8,9 +8,11 @@
 //! time, so an offset is never stored past an unpersisted earlier one.
 //! Re-delivery after a crash is normal and absorbed by the idempotent upsert.
 //!
-//! On a database error it stores nothing and stops; its supervisor restarts it
-//! after a growing pause, with a fresh Kafka consumer that resumes from the
-//! committed offsets. It never decodes images or touches files.
+//! While the database is unavailable it retries the batch in place and stores
+//! nothing; only when that lasts longer than the retry window does it stop,
+//! and its supervisor restarts it after a growing pause, with a fresh Kafka
+//! consumer that resumes from the committed offsets. It never decodes images
+//! or touches files.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -31,6 +33,10 @@ use super::db_actor::DbActor;
 
 /// Longest pause between restarts after repeated failures.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// How long a batch is retried while the database is unavailable; below
+/// `max.poll.interval.ms` (set to [`MAX_POLL_INTERVAL`]).
+const DB_RETRY_WINDOW: Duration = Duration::from_secs(240);
+const MAX_POLL_INTERVAL: Duration = Duration::from_secs(300);
 /// Bytes of an unreadable payload kept for the user to see.
 const EXCERPT_BYTES: usize = 200;
 
@@ -46,6 +52,8 @@ pub struct Consumer {
     /// Failures in a row; sets the pause before the next connection.
     failures: u32,
     draining: bool,
+    /// Fault injection: panic while handling the next batch.
+    panic_next: bool,
 }
 
 impl Consumer {
@@ -66,6 +74,7 @@ impl Consumer {
             batch: None,
             failures: 0,
             draining: false,
+            panic_next: false,
         }
     }
 
@@ -81,6 +90,10 @@ impl Consumer {
             .set(
                 "session.timeout.ms",
                 self.settings.session_timeout_ms.to_string(),
+            )
+            .set(
+                "max.poll.interval.ms",
+                MAX_POLL_INTERVAL.as_millis().to_string(),
             );
         let consumer: StreamConsumer = match config.create() {
             Ok(c) => c,
@@ -111,16 +124,24 @@ impl Consumer {
             self.topics.clone(),
             self.settings.batch_size,
         );
-        let work = async move {
+        let panic_now = std::mem::take(&mut self.panic_next);
+        let work = shared::panic::catch_async(async move {
             let batch = next_batch(&consumer, &topics, max).await;
+            if panic_now {
+                panic!("simulated panic in the consumer");
+            }
             let items: Vec<Consumed> = batch.iter().map(|(c, _)| c.clone()).collect();
-            let result = db.send(RecordParts(items)).await;
+            let result = persist(&db, items).await;
             (batch, result)
-        };
-        let handle = ctx.spawn(work.into_actor(self).map(|(batch, result), act, ctx| {
+        });
+        let handle = ctx.spawn(work.into_actor(self).map(|outcome, act, ctx| {
             act.batch = None;
+            let (batch, result) = match outcome {
+                Ok(done) => done,
+                Err(panic) => return act.fail(ctx, format!("batch processing {panic}")),
+            };
             match result {
-                Ok(Ok(ready)) => {
+                Ok(ready) => {
                     act.store_offsets(&batch);
                     act.failures = 0;
                     for id in ready {
@@ -128,8 +149,7 @@ impl Consumer {
                     }
                     act.poll(ctx);
                 }
-                Ok(Err(e)) => act.fail(ctx, format!("batch of {} not persisted: {e}", batch.len())),
-                Err(e) => act.fail(ctx, format!("db actor unavailable: {e}")),
+                Err(e) => act.fail(ctx, format!("batch of {} not persisted: {e}", batch.len())),
             }
         }));
         self.batch = Some(handle);
@@ -192,6 +212,90 @@ fn backoff(failures: u32) -> Duration {
     }
     let ms = 500u64.saturating_mul(1 << failures.min(10).saturating_sub(1));
     Duration::from_millis(ms).min(MAX_BACKOFF)
+}
+
+/// Persists a batch, riding out a database outage: retryable errors are
+/// retried in place with a growing pause for up to [`DB_RETRY_WINDOW`] (less
+/// than `max.poll.interval.ms`, so the group keeps us), nothing is stored
+/// meanwhile. A message the database refuses for good is recorded as rejected
+/// with the reason instead, so one bad message cannot block a partition.
+async fn persist(db: &Addr<DbActor>, items: Vec<Consumed>) -> Result<Vec<String>, String> {
+    match persist_retrying(db, items.clone()).await {
+        Err(PersistError::Permanent(e)) if items.len() > 1 => {
+            log::warn!("consumer: batch refused ({e}); persisting its messages one by one");
+            let mut ready = Vec::new();
+            for item in items {
+                ready.extend(persist_one(db, item).await?);
+            }
+            Ok(ready)
+        }
+        Err(PersistError::Permanent(_)) => match items.into_iter().next() {
+            Some(item) => persist_one(db, item).await,
+            None => Ok(Vec::new()),
+        },
+        Err(PersistError::GaveUp(e)) => Err(e),
+        Ok(ready) => Ok(ready),
+    }
+}
+
+async fn persist_one(db: &Addr<DbActor>, item: Consumed) -> Result<Vec<String>, String> {
+    match persist_retrying(db, vec![item.clone()]).await {
+        Ok(ready) => Ok(ready),
+        Err(PersistError::GaveUp(e)) => Err(e),
+        Err(PersistError::Permanent(e)) => {
+            let Consumed::Part(part) = item else {
+                return Err(format!("a rejected message could not be recorded: {e}"));
+            };
+            log::error!(
+                "{}/{}@{}: not persisted ({e}); recorded as rejected",
+                part.topic,
+                part.partition,
+                part.offset
+            );
+            let rejected = Consumed::Rejected(RejectedMessage {
+                topic: part.topic,
+                partition: part.partition,
+                offset: part.offset,
+                key: Some(part.message.id.clone()),
+                error: format!("not persisted: {e}"),
+                payload_excerpt: serde_json::to_string(&part.message).unwrap_or_default(),
+            });
+            persist_retrying(db, vec![rejected])
+                .await
+                .map_err(|e| match e {
+                    PersistError::GaveUp(e) | PersistError::Permanent(e) => e,
+                })
+        }
+    }
+}
+
+enum PersistError {
+    /// The same data will fail again.
+    Permanent(String),
+    /// Still failing at the end of the retry window.
+    GaveUp(String),
+}
+
+async fn persist_retrying(
+    db: &Addr<DbActor>,
+    items: Vec<Consumed>,
+) -> Result<Vec<String>, PersistError> {
+    let deadline = std::time::Instant::now() + DB_RETRY_WINDOW;
+    let mut pause = Duration::from_millis(250);
+    loop {
+        let error = match db.send(RecordParts(items.clone())).await {
+            Ok(Ok(ready)) => return Ok(ready),
+            Ok(Err(e)) if !e.retryable => return Err(PersistError::Permanent(e.to_string())),
+            Ok(Err(e)) => e.to_string(),
+            Err(e) => format!("db actor unavailable: {e}"),
+        };
+        if std::time::Instant::now() + pause > deadline {
+            return Err(PersistError::GaveUp(error));
+        }
+        log::warn!("consumer: {error}; retrying in {pause:?} (offsets wait)");
+        actix_rt::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_secs(5));
+    }
 }
 
 /// Waits for one message, then takes whatever else is already there, up to `max`.
@@ -301,7 +405,10 @@ impl Handler<Drain> for Consumer {
 impl Handler<SimulateFailure> for Consumer {
     type Result = ();
 
-    fn handle(&mut self, _: SimulateFailure, ctx: &mut Self::Context) {
-        self.fail(ctx, "failure requested".into());
+    fn handle(&mut self, failure: SimulateFailure, ctx: &mut Self::Context) {
+        match failure {
+            SimulateFailure::Stop => self.fail(ctx, "failure requested".into()),
+            SimulateFailure::Panic => self.panic_next = true,
+        }
     }
 }

@@ -120,6 +120,8 @@ impl Handler<SimulateFailure> for KafkaProducer {
     type Result = ();
 
     fn handle(&mut self, _: SimulateFailure, ctx: &mut Self::Context) {
+        // Both kinds stop the actor: dls has no panic-prone work of its own
+        // outside the blocking pool, whose panics already come back as errors.
         log::warn!("kafka producer: failure requested, stopping for a restart");
         ctx.stop();
     }

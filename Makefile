@@ -10,7 +10,7 @@ INFRA := bash scripts/infra.sh
 WITH_INFRA_ENV = eval "$$($(INFRA) env)" &&
 BIN := $(CARGO_TARGET_DIR)/debug
 
-.PHONY: help deps build infra-up infra-down infra-status test lint unit demo run-dls run-cs bench
+.PHONY: help deps build infra-up infra-down infra-status test lint chaos demo run-dls run-cs
 
 help:
 	@echo "make demo        infrastructure up, sample images merged end to end"
@@ -18,7 +18,7 @@ help:
 	@echo "make run-dls     run the Download Service (ARGS='--source super_heros' ...)"
 	@echo "make run-cs      run the Concat Service (ARGS='status' / 'failures' ...)"
 	@echo "make infra-up / infra-down / infra-status   Kafka 4 (KRaft) and PostgreSQL"
-	@echo "make bench       merge and pipeline benchmarks"
+	@echo "make chaos       kills, broker and PostgreSQL restarts over 2000 pairs (CHAOS_SEED=... to replay)"
 
 deps:
 	@$(INFRA) build-deps
@@ -39,8 +39,17 @@ lint: deps
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
 
+# The chaos test (tests/chaos.rs) runs here at CI size; it restarts the
+# broker and PostgreSQL that infra-up started.
 test: deps infra-up lint
+	cargo build --bins
 	$(WITH_INFRA_ENV) cargo test --workspace --all-targets
+
+# Full chaos run: CHAOS_PAIRS (2000), CHAOS_OUTAGE_S (30), CHAOS_SEED to replay.
+chaos: deps infra-up
+	cargo build --bins
+	$(WITH_INFRA_ENV) CHAOS_PAIRS=$${CHAOS_PAIRS:-2000} CHAOS_OUTAGE_S=$${CHAOS_OUTAGE_S:-30} \
+		cargo test -p concat-service --test chaos -- --nocapture
 
 demo: deps infra-up
 	@bash scripts/demo.sh

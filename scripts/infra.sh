@@ -611,6 +611,25 @@ cmd_status() {
     return $rc
 }
 
+# stop/start one service that `up` manages (the chaos test restarts them).
+# Exit 3 when that service is not one this script runs (external, or never up).
+cmd_stop_one() {
+    lock
+    case "${1:-}" in
+        kafka) [[ -n $(kafka_pid) ]] || { log "Kafka is not managed here"; exit 3; }; kafka_down ;;
+        postgres) { pg_existing_dir && pg_running; } || { log "PostgreSQL is not managed here"; exit 3; }; pg_down ;;
+        *) die "usage: $0 stop kafka|postgres" ;;
+    esac
+}
+cmd_start_one() {
+    lock
+    case "${1:-}" in
+        kafka) kafka_up ;;
+        postgres) pg_up ;;
+        *) die "usage: $0 start kafka|postgres" ;;
+    esac
+}
+
 # Debian packages the Rust build links against (libpq for diesel, zlib for
 # librdkafka, which is built from source by rdkafka-sys).
 BUILD_PACKAGES=(build-essential pkg-config libpq-dev zlib1g-dev)
@@ -640,8 +659,10 @@ case "${1:-}" in
     status) shift; cmd_status "$@" ;;
     env) shift; cmd_env "$@" ;;
     build-deps) shift; cmd_build_deps "$@" ;;
+    stop) shift; cmd_stop_one "$@" ;;
+    start) shift; cmd_start_one "$@" ;;
     *)
-        echo "usage: $0 up | down [--purge] | status | env | build-deps" >&2
+        echo "usage: $0 up | down [--purge] | status | env | build-deps | stop kafka|postgres | start kafka|postgres" >&2
         exit 2
         ;;
 esac

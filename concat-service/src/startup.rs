@@ -52,8 +52,13 @@ impl Application {
         };
         let storage = Storage::new(&settings.storage.root);
         let combiner = {
-            let combiner =
-                Combiner::new(settings.merge.clone(), sources.len(), storage, db.clone());
+            let combiner = Combiner::new(
+                settings.merge.clone(),
+                sources.len(),
+                storage,
+                Duration::from_millis(settings.storage.stale_temp_ms),
+                db.clone(),
+            );
             Supervisor::start(move |_| combiner)
         };
         let topic_sources: HashMap<String, String> = settings

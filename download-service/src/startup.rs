@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use anyhow::Context as _;
-use shared::config::Settings;
+use shared::config::{Settings, SourceSettings};
 use shared::storage::Storage;
 use tokio::sync::watch;
 
@@ -46,6 +46,7 @@ pub async fn run(
         .context("creating the Kafka producer (check [kafka] in the configuration)")?;
     let producer = Supervisor::start(move |_| producer);
     let storage = Storage::new(&settings.storage.root);
+    remove_stale_temp_files(&storage, &sources, settings.storage.stale_temp_ms).await;
     let fetchers: Vec<Addr<Fetcher>> = (0..settings.download.fetchers)
         .map(|_| {
             let fetcher =
@@ -84,4 +85,24 @@ pub async fn run(
     });
     let sources = futures_util::future::join_all(runs).await;
     Ok(RunSummary { sources })
+}
+
+/// Deletes what a crash left half-written in the sources' folders.
+async fn remove_stale_temp_files(storage: &Storage, sources: &[SourceSettings], stale_ms: u64) {
+    let storage = storage.clone();
+    let folders: Vec<String> = sources.iter().map(|s| s.name.clone()).collect();
+    let stale = Duration::from_millis(stale_ms);
+    let cleaned = actix_rt::task::spawn_blocking(move || {
+        for folder in folders {
+            match storage.remove_stale_temp_files(&folder, stale) {
+                Ok(0) => {}
+                Ok(n) => log::info!("removed {n} stale temporary file(s) in {folder}/"),
+                Err(e) => log::warn!("cleaning temporary files in {folder}/: {e}"),
+            }
+        }
+    })
+    .await;
+    if let Err(e) = cleaned {
+        log::warn!("cleaning temporary files: {e}");
+    }
 }

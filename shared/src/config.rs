@@ -83,6 +83,10 @@ pub struct DatabaseSettings {
 pub struct StorageSettings {
     /// Downloads go to `<root>/<source>/<id>.<ext>`, merges to `<root>/concat/`.
     pub root: PathBuf,
+    /// Temporary files older than this are leftovers of a crash and are
+    /// deleted (by dls at start, by cs at start and periodically). Must exceed
+    /// the time one file takes to write.
+    pub stale_temp_ms: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -204,6 +208,7 @@ impl Default for StorageSettings {
     fn default() -> Self {
         Self {
             root: PathBuf::from("data"),
+            stale_temp_ms: 60_000,
         }
     }
 }

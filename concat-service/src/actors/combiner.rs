@@ -25,8 +25,6 @@ use tokio::sync::oneshot;
 use super::db_actor::DbActor;
 use crate::merge;
 
-/// Temporary files older than this in `concat/` are leftovers of a crash.
-const STALE_TEMP: Duration = Duration::from_secs(60);
 /// The longest pause between two tries of one id.
 const MAX_RETRY_DELAY_MS: u64 = 5 * 60 * 1000;
 
@@ -34,6 +32,8 @@ pub struct Combiner {
     settings: MergeSettings,
     sources: usize,
     storage: Storage,
+    /// Temporary files older than this in `concat/` are leftovers of a crash.
+    stale_temp: Duration,
     db: Addr<DbActor>,
     /// Who claims: unique per process start.
     claimer: String,
@@ -53,6 +53,7 @@ impl Combiner {
         settings: MergeSettings,
         sources: usize,
         storage: Storage,
+        stale_temp: Duration,
         db: Addr<DbActor>,
     ) -> Self {
         let claimer = format!(
@@ -65,6 +66,7 @@ impl Combiner {
             settings,
             sources,
             storage,
+            stale_temp: stale_temp.max(Duration::from_secs(1)),
             db,
             claimer,
             in_flight: 0,
@@ -197,6 +199,22 @@ impl Combiner {
     }
 }
 
+impl Combiner {
+    /// Deletes what a crash left half-written in `concat/` (on the blocking pool).
+    fn remove_stale_temp_files(&self) {
+        let (storage, stale) = (self.storage.clone(), self.stale_temp);
+        actix_rt::task::spawn_blocking(move || {
+            match storage.remove_stale_temp_files(CONCAT_FOLDER, stale) {
+                Ok(0) => {}
+                Ok(n) => {
+                    log::info!("combiner: removed {n} stale temporary file(s) in {CONCAT_FOLDER}/")
+                }
+                Err(e) => log::warn!("combiner: cleaning temporary files: {e}"),
+            }
+        });
+    }
+}
+
 impl Handler<MergeFinished> for Combiner {
     type Result = ();
 
@@ -260,16 +278,8 @@ impl Actor for Combiner {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        let storage = self.storage.clone();
-        actix_rt::task::spawn_blocking(move || {
-            match storage.remove_stale_temp_files(CONCAT_FOLDER, STALE_TEMP) {
-                Ok(0) => {}
-                Ok(n) => {
-                    log::info!("combiner: removed {n} stale temporary file(s) in {CONCAT_FOLDER}/")
-                }
-                Err(e) => log::warn!("combiner: cleaning temporary files: {e}"),
-            }
-        });
+        self.remove_stale_temp_files();
+        ctx.run_interval(self.stale_temp, |act, _| act.remove_stale_temp_files());
         ctx.run_interval(
             Duration::from_millis(self.settings.sweep_interval_ms.max(10)),
             |act, ctx| act.claim(ctx),

@@ -5,7 +5,9 @@
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 #[derive(Clone)]
 pub struct Response {
@@ -16,6 +18,7 @@ pub struct Response {
 
 pub struct ImageServer {
     port: u16,
+    delay_ms: Arc<AtomicU64>,
     routes: Arc<Mutex<HashMap<String, Response>>>,
     hits: Arc<Mutex<HashMap<String, usize>>>,
 }
@@ -26,16 +29,30 @@ impl ImageServer {
         let port = listener.local_addr().expect("local address").port();
         let routes: Arc<Mutex<HashMap<String, Response>>> = Arc::default();
         let hits: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
-        let (r, h) = (routes.clone(), hits.clone());
+        let delay_ms: Arc<AtomicU64> = Arc::default();
+        let (r, h, d) = (routes.clone(), hits.clone(), delay_ms.clone());
         std::thread::spawn(move || {
             for stream in listener.incoming().flatten() {
                 let (r, h) = (r.clone(), h.clone());
+                let delay = Duration::from_millis(d.load(Ordering::Relaxed));
                 std::thread::spawn(move || {
+                    std::thread::sleep(delay);
                     let _ = handle(stream, &r, &h);
                 });
             }
         });
-        Self { port, routes, hits }
+        Self {
+            port,
+            delay_ms,
+            routes,
+            hits,
+        }
+    }
+
+    /// Makes every later response wait `delay` (a slow origin).
+    pub fn set_delay(&self, delay: Duration) {
+        self.delay_ms
+            .store(delay.as_millis() as u64, Ordering::Relaxed);
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -52,6 +69,11 @@ impl ImageServer {
             },
         );
         self.url(path)
+    }
+
+    /// How many requests were received in all.
+    pub fn total_hits(&self) -> usize {
+        self.hits.lock().expect("hits").values().sum()
     }
 
     /// How many requests `path` received.

@@ -8,13 +8,17 @@
 pub mod http;
 pub mod images;
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use diesel::prelude::*;
+use rdkafka::consumer::{BaseConsumer, Consumer as _};
+use rdkafka::{Offset, TopicPartitionList};
 use shared::config::{Settings, SourceSettings};
 
 use self::http::ImageServer;
+use self::images::{check_part, Sample};
 
 pub struct TestEnv {
     pub settings: Settings,
@@ -166,4 +170,110 @@ pub fn never_stop() -> tokio::sync::watch::Receiver<bool> {
     let (tx, rx) = tokio::sync::watch::channel(false);
     std::mem::forget(tx);
     rx
+}
+
+pub const SOURCES: [&str; 2] = ["super_heros", "alter_egos"];
+/// JPEG at Q95 then Q90 keeps flat quadrants within this of their colour.
+pub const TOLERANCE: u8 = 24;
+
+/// An id whose two parts should merge into `size`, with its output extension.
+pub struct Pair {
+    pub id: String,
+    pub left: Sample,
+    pub right: Sample,
+    pub size: (u32, u32),
+    pub ext: &'static str,
+}
+
+pub fn pair(id: &str, left: Sample, right: Sample, size: (u32, u32), ext: &'static str) -> Pair {
+    Pair {
+        id: id.to_owned(),
+        left,
+        right,
+        size,
+        ext,
+    }
+}
+
+/// Serves both parts of each pair and writes the two CSVs.
+pub fn publish_pairs(env: &TestEnv, pairs: &[Pair], extra: &[(&str, (String, String))]) {
+    let mut rows: BTreeMap<&str, Vec<(String, String)>> = BTreeMap::new();
+    for p in pairs {
+        for (source, sample) in [(SOURCES[0], &p.left), (SOURCES[1], &p.right)] {
+            let url = env.server.serve(
+                &format!("/{source}/{}.{}", p.id, sample.extension()),
+                200,
+                sample.content_type(),
+                sample.encode(),
+            );
+            rows.entry(source).or_default().push((p.id.clone(), url));
+        }
+    }
+    for (source, row) in extra {
+        rows.entry(source).or_default().push(row.clone());
+    }
+    for source in SOURCES {
+        env.write_csv(source, rows.get(source).map_or(&[][..], |r| &r[..]));
+    }
+}
+
+/// Checks the merged file of every pair: size, format, and both parts' colours.
+pub fn check_outputs(env: &TestEnv, pairs: &[Pair]) {
+    for p in pairs {
+        let (state, output, error) = env.image_row(&p.id).expect("a row per id");
+        assert_eq!(state, "merged", "id {}: {error:?}", p.id);
+        let output = output.expect("merged ids record their output");
+        assert_eq!(output, format!("concat/{}.{}", p.id, p.ext));
+        let merged = image::open(env.settings.storage.root.join(&output))
+            .unwrap_or_else(|e| panic!("id {}: opening {output}: {e}", p.id))
+            .into_rgb8();
+        assert_eq!(merged.dimensions(), p.size, "id {} size", p.id);
+        let h = p.size.1;
+        let left_w = (u64::from(p.left.width) * u64::from(h) + u64::from(p.left.height) / 2)
+            / u64::from(p.left.height);
+        let left_w = left_w as u32;
+        check_part(&merged, 0, left_w, &p.left, TOLERANCE)
+            .unwrap_or_else(|e| panic!("id {} left part: {e}", p.id));
+        check_part(&merged, left_w, p.size.0 - left_w, &p.right, TOLERANCE)
+            .unwrap_or_else(|e| panic!("id {} right part: {e}", p.id));
+    }
+}
+
+/// Every partition's committed offset is its high watermark: every message
+/// was persisted and its offset (message offset + 1) committed; none lost,
+/// none left to re-read.
+pub fn assert_all_committed(env: &TestEnv) {
+    let consumer: BaseConsumer = shared::kafka::client_config(&env.settings.kafka)
+        .set("group.id", &env.settings.consumer.group_id)
+        .create()
+        .expect("a consumer to read committed offsets");
+    let mut tpl = TopicPartitionList::new();
+    let mut high = BTreeMap::new();
+    for source in &env.settings.sources {
+        for p in 0..env.settings.kafka.partitions {
+            tpl.add_partition(source.topic(), p);
+            let (_, hi) = consumer
+                .fetch_watermarks(source.topic(), p, Duration::from_secs(10))
+                .expect("watermarks");
+            high.insert((source.topic().to_owned(), p), hi);
+        }
+    }
+    let committed = consumer
+        .committed_offsets(tpl, Duration::from_secs(10))
+        .expect("committed offsets");
+    for e in committed.elements() {
+        let hi = high[&(e.topic().to_owned(), e.partition())];
+        let got = match e.offset() {
+            Offset::Offset(n) => n,
+            _ => 0,
+        };
+        assert_eq!(
+            got,
+            hi,
+            "{}/{}: committed {:?}, high watermark {hi}",
+            e.topic(),
+            e.partition(),
+            e.offset()
+        );
+    }
 }

@@ -10,7 +10,7 @@ INFRA := bash scripts/infra.sh
 WITH_INFRA_ENV = eval "$$($(INFRA) env)" &&
 BIN := $(CARGO_TARGET_DIR)/debug
 
-.PHONY: help deps build infra-up infra-down infra-status test lint chaos demo run-dls run-cs
+.PHONY: help deps build infra-up infra-down infra-status test lint chaos bench demo run-dls run-cs
 
 help:
 	@echo "make demo        infrastructure up, sample images merged end to end"
@@ -18,13 +18,16 @@ help:
 	@echo "make run-dls     run the Download Service (ARGS='--source super_heros' ...)"
 	@echo "make run-cs      run the Concat Service (ARGS='status' / 'failures' ...)"
 	@echo "make infra-up / infra-down / infra-status   Kafka 4 (KRaft) and PostgreSQL"
+	@echo "make bench       merge benchmark (ms per pair of 400x400 JPEGs)"
 	@echo "make chaos       kills, broker and PostgreSQL restarts over 2000 pairs (CHAOS_SEED=... to replay)"
 
 deps:
 	@$(INFRA) build-deps
 
+# --examples brings in the dev-dependencies' features too, as the test build
+# does, so tests, the demo and run-* share one build.
 build: deps
-	cargo build --bins
+	cargo build --workspace --bins --examples
 
 infra-up:
 	@$(INFRA) up
@@ -33,7 +36,7 @@ infra-down:
 	@$(INFRA) down
 
 infra-status:
-	@$(INFRA) status
+	@$(INFRA) status || true
 
 lint: deps
 	cargo fmt --all -- --check
@@ -41,18 +44,20 @@ lint: deps
 
 # The chaos test (tests/chaos.rs) runs here at CI size; it restarts the
 # broker and PostgreSQL that infra-up started.
-test: deps infra-up lint
-	cargo build --bins
+test: deps infra-up lint build
 	$(WITH_INFRA_ENV) cargo test --workspace --all-targets
 
 # Full chaos run: CHAOS_PAIRS (2000), CHAOS_OUTAGE_S (30), CHAOS_SEED to replay.
-chaos: deps infra-up
-	cargo build --bins
+chaos: deps infra-up build
 	$(WITH_INFRA_ENV) CHAOS_PAIRS=$${CHAOS_PAIRS:-2000} CHAOS_OUTAGE_S=$${CHAOS_OUTAGE_S:-30} \
 		cargo test -p concat-service --test chaos -- --nocapture
 
 demo: deps infra-up
 	@bash scripts/demo.sh
+
+# Merge speed (ms per pair of 400x400 JPEGs), release build.
+bench: deps
+	cargo bench -p concat-service --bench merge
 
 run-dls: build
 	$(WITH_INFRA_ENV) $(BIN)/dls $(ARGS)

@@ -16,7 +16,8 @@ log() { printf '[demo] %s\n' "$*"; }
 eval "$(bash scripts/infra.sh env)"
 
 log "building dls, cs and the sample generator"
-cargo build --quiet --bins --example demo_samples
+# The same command as `make build`, so the two never rebuild each other.
+cargo build --quiet --workspace --bins --examples
 
 # Stop what an interrupted earlier demo left running (by pid file only).
 for name in http cs; do
@@ -31,6 +32,10 @@ PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); p
 "$TARGET/examples/demo_samples" "$DEMO" "http://127.0.0.1:$PORT" "$COUNT" | sed 's/^/[demo] /'
 python3 -m http.server "$PORT" --bind 127.0.0.1 --directory "$DEMO/samples" >"$DEMO/http.log" 2>&1 &
 echo $! >"$DEMO/http.pid"
+for _ in $(seq 1 100); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break
+    sleep 0.1
+done
 
 cs_pid=""
 cleanup() {

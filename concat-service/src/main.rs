@@ -44,14 +44,14 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Status => {
-            let mut conn = connect(&settings)?;
+            let mut conn = connect_migrated(&settings)?;
             let counts = concat_service::db::state_counts(&mut conn)?;
             let line: Vec<String> = counts.iter().map(|(s, n)| format!("{s}={n}")).collect();
             println!("{}", line.join(" "));
             Ok(())
         }
         Command::Failures => {
-            let mut conn = connect(&settings)?;
+            let mut conn = connect_migrated(&settings)?;
             let f = concat_service::db::failures(&mut conn)?;
             println!("{} failed id(s)", f.failed.len());
             for (id, error) in f.failed {
@@ -69,4 +69,12 @@ fn main() -> anyhow::Result<()> {
 fn connect(settings: &Settings) -> anyhow::Result<diesel::PgConnection> {
     diesel::PgConnection::establish(&settings.database.url)
         .context("connecting to PostgreSQL (is it running? `make infra-up` starts one)")
+}
+
+/// A connection to a database with the schema in place: `status` and
+/// `failures` work before the first `cs run` (they show zeros then).
+fn connect_migrated(settings: &Settings) -> anyhow::Result<diesel::PgConnection> {
+    let mut conn = connect(settings)?;
+    concat_service::db::migrate(&mut conn)?;
+    Ok(conn)
 }

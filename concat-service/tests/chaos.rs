@@ -277,7 +277,8 @@ fn nothing_is_lost_or_merged_twice_under_kills_and_outages() {
     println!("chaos: faults at {faults:?}");
 
     let started = Instant::now();
-    let (mut done_dls, mut done_cs, mut broker_restarts, mut pg_restarts) = (0u32, 0u32, 0u32, 0u32);
+    let (mut done_dls, mut done_cs, mut broker_restarts, mut pg_restarts) =
+        (0u32, 0u32, 0u32, 0u32);
     let mut dls_finished = false;
     let watch_dls = |dls: &mut Service, finished: &mut bool| {
         if let Some(status) = dls.exited() {

@@ -37,6 +37,8 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// `max.poll.interval.ms` (set to [`MAX_POLL_INTERVAL`]).
 const DB_RETRY_WINDOW: Duration = Duration::from_secs(240);
 const MAX_POLL_INTERVAL: Duration = Duration::from_secs(300);
+/// Nothing but errors from Kafka for this long: start a fresh client.
+const STUCK_AFTER: Duration = Duration::from_secs(20);
 /// Bytes of an unreadable payload kept for the user to see.
 const EXCERPT_BYTES: usize = 200;
 
@@ -126,7 +128,10 @@ impl Consumer {
         );
         let panic_now = std::mem::take(&mut self.panic_next);
         let work = shared::panic::catch_async(async move {
-            let batch = next_batch(&consumer, &topics, max).await;
+            let batch = match next_batch(&consumer, &topics, max).await {
+                Ok(batch) => batch,
+                Err(stuck) => return (Vec::new(), Err(stuck)),
+            };
             if panic_now {
                 panic!("simulated panic in the consumer");
             }
@@ -298,13 +303,18 @@ async fn persist_retrying(
     }
 }
 
-/// Waits for one message, then takes whatever else is already there, up to `max`.
+/// Waits for one message, then takes whatever else is already there, up to
+/// `max`. Errors while waiting (broker down) are logged and waited out; when
+/// nothing but errors has come for [`STUCK_AFTER`], it gives up so that the
+/// actor restarts with a fresh client: librdkafka was seen to stay at "all
+/// brokers down" after a broker restart while the broker was back.
 async fn next_batch(
     consumer: &StreamConsumer,
     topics: &HashMap<String, String>,
     max: usize,
-) -> Vec<(Consumed, Position)> {
+) -> Result<Vec<(Consumed, Position)>, String> {
     let mut out = Vec::new();
+    let mut errors_since: Option<std::time::Instant> = None;
     loop {
         match consumer.recv().await {
             Ok(m) => {
@@ -312,6 +322,13 @@ async fn next_batch(
                 break;
             }
             Err(e) => {
+                let since = *errors_since.get_or_insert_with(std::time::Instant::now);
+                if since.elapsed() > STUCK_AFTER {
+                    return Err(format!(
+                        "only errors from Kafka for {:?} (last: {e}); reconnecting with a fresh client",
+                        since.elapsed()
+                    ));
+                }
                 log::warn!("consumer: {e}");
                 actix_rt::time::sleep(Duration::from_millis(500)).await;
             }
@@ -327,7 +344,7 @@ async fn next_batch(
             None => break,
         }
     }
-    out
+    Ok(out)
 }
 
 /// A message as a part to record, or as a rejected message with the reason.

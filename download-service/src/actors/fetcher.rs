@@ -19,8 +19,8 @@ use shared::error::{FetchError, StoreError};
 use shared::ids::{ImageId, StoragePath};
 use shared::image_kind::ImageKind;
 use shared::messages::{
-    FetchOutcome, FetchRow, PartMessage, PartOutcome, Publish, RowReport, SimulateFailure,
-    StoredFile, MESSAGE_VERSION,
+    Delivered, FetchOutcome, FetchRow, PartMessage, PartOutcome, Publish, RowReport,
+    SimulateFailure, StoredFile, MESSAGE_VERSION,
 };
 use shared::storage::{sha256_hex, Storage};
 
@@ -126,22 +126,37 @@ impl RowJob {
             url: row.url.clone(),
             outcome,
         };
-        let published = match self
-            .producer
-            .send(Publish {
-                topic: row.topic.clone(),
-                message,
-            })
-            .await
-        {
-            Ok(Ok(delivered)) => Ok(delivered),
-            Ok(Err(e)) => Err(e.to_string()),
-            Err(e) => Err(format!("producer unavailable: {e}")),
-        };
+        let published = self.publish(&row.topic, message).await;
         if let Err(e) = &published {
             log::error!("source={} id={}: not published: {e}", row.source, row.id);
         }
         RowReport { fetch, published }
+    }
+
+    /// Publishes and waits for the delivery report; a failed delivery (the
+    /// producer gives up after `kafka.message_timeout_ms`, or restarts) is
+    /// tried again, up to `download.attempts` times.
+    async fn publish(&self, topic: &str, message: PartMessage) -> Result<Delivered, String> {
+        let mut pause = Duration::from_millis(self.settings.retry_backoff_ms);
+        let mut attempt = 1;
+        loop {
+            let request = Publish {
+                topic: topic.to_owned(),
+                message: message.clone(),
+            };
+            let error = match self.producer.send(request).await {
+                Ok(Ok(delivered)) => return Ok(delivered),
+                Ok(Err(e)) => e.to_string(),
+                Err(e) => format!("producer unavailable: {e}"),
+            };
+            if attempt >= self.settings.attempts {
+                return Err(error);
+            }
+            log::warn!("id={}: {error}; publishing again in {pause:?}", message.id);
+            actix_rt::time::sleep(pause).await;
+            pause *= 2;
+            attempt += 1;
+        }
     }
 
     /// The stored file for the row: the one from an earlier run when allowed,

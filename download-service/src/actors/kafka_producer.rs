@@ -2,12 +2,11 @@
 //! [`Publish`] with the message's delivery report, so a row counts as published
 //! only once the broker has it.
 //!
-//! A restart drops the producer and builds a new one; messages whose report was
-//! pending get an error and their Fetcher reports the row unpublished (a rerun
-//! publishes it again: the consumer side is idempotent). It must never block
+//! Repeated failed deliveries make it restart with a fresh client. A restart
+//! drops the producer and builds a new one; messages whose report was pending
+//! get an error and their Fetcher publishes them again (the consumer side is
+//! idempotent). It must never block
 //! the event loop: `send` is awaited, never `flush`ed on the actor's thread.
-
-use std::time::Duration;
 
 use actix::prelude::*;
 use rdkafka::config::ClientConfig;
@@ -17,9 +16,13 @@ use shared::config::KafkaSettings;
 use shared::error::PublishError;
 use shared::messages::{Delivered, Publish, SimulateFailure};
 
+/// Failed deliveries in a row after which the client is replaced.
+const RESTART_AFTER_FAILURES: u32 = 3;
+
 pub struct KafkaProducer {
     settings: KafkaSettings,
     producer: Option<FutureProducer>,
+    failed_deliveries: u32,
 }
 
 impl KafkaProducer {
@@ -29,6 +32,7 @@ impl KafkaProducer {
         Ok(Self {
             settings,
             producer: Some(producer),
+            failed_deliveries: 0,
         })
     }
 
@@ -47,16 +51,6 @@ impl KafkaProducer {
 
     fn connect(settings: &KafkaSettings) -> Result<FutureProducer, rdkafka::error::KafkaError> {
         Self::config(settings).create()
-    }
-
-    /// Waits up to `timeout` for messages still queued (used at shutdown).
-    pub fn flush(&self, timeout: Duration) {
-        use rdkafka::producer::Producer as _;
-        if let Some(producer) = &self.producer {
-            if let Err(e) = producer.flush(Timeout::After(timeout)) {
-                log::warn!("flushing the producer: {e}");
-            }
-        }
     }
 }
 
@@ -84,11 +78,11 @@ impl Supervised for KafkaProducer {
 }
 
 impl Handler<Publish> for KafkaProducer {
-    type Result = ResponseFuture<Result<Delivered, PublishError>>;
+    type Result = ResponseActFuture<Self, Result<Delivered, PublishError>>;
 
     fn handle(&mut self, msg: Publish, _: &mut Self::Context) -> Self::Result {
         let producer = self.producer.clone();
-        Box::pin(async move {
+        let delivery = async move {
             let id = msg.message.id.clone();
             let producer =
                 producer.ok_or_else(|| PublishError::Mailbox("producer not connected".into()))?;
@@ -112,7 +106,24 @@ impl Handler<Publish> for KafkaProducer {
                     reason: e.to_string(),
                 }),
             }
-        })
+        };
+        Box::pin(delivery.into_actor(self).map(|result, act, ctx| {
+            match &result {
+                Ok(_) => act.failed_deliveries = 0,
+                Err(e) => {
+                    act.failed_deliveries += 1;
+                    if act.failed_deliveries >= RESTART_AFTER_FAILURES {
+                        log::error!(
+                            "kafka producer: {} deliveries failed in a row (last: {e}); restarting with a fresh client",
+                            act.failed_deliveries
+                        );
+                        act.failed_deliveries = 0;
+                        ctx.stop();
+                    }
+                }
+            }
+            result
+        }))
     }
 }
 

@@ -3,7 +3,8 @@
 //! and started again, and so is PostgreSQL. Then, from the outside: every id
 //! has exactly one merged output whose pixels match its parts, the table agrees
 //! with the files, no temporary file remains, no message is left unconsumed,
-//! and the final SIGTERM stops each cs with exit code 0.
+//! a SIGTERM stops dls with exit code 0 mid-run, and the final SIGTERM/SIGINT
+//! stops each cs with exit code 0.
 //!
 //! Knobs (environment): CHAOS_PAIRS (default 300), CHAOS_SEED (default: from
 //! the clock; printed, so a failure can be replayed), CHAOS_OUTAGE_S (how long
@@ -110,11 +111,11 @@ impl Service {
             .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
     }
 
-    /// SIGTERM, then the exit status (None if it outlives `grace`).
-    fn terminate(&mut self, grace: Duration) -> Option<ExitStatus> {
+    /// `signal` (TERM, INT), then the exit status (None if it outlives `grace`).
+    fn terminate(&mut self, signal: &str, grace: Duration) -> Option<ExitStatus> {
         let child = self.child.as_mut()?;
         let _ = Command::new("kill")
-            .arg("-TERM")
+            .arg(format!("-{signal}"))
             .arg(child.id().to_string())
             .status();
         let deadline = Instant::now() + grace;
@@ -172,6 +173,8 @@ fn temp_files(root: &Path) -> Vec<PathBuf> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Fault {
     KillDls,
+    /// SIGTERM to dls: it must stop taking rows and exit 0 promptly.
+    TermDls,
     KillCs,
     RestartBroker,
     RestartPostgres,
@@ -271,12 +274,14 @@ fn nothing_is_lost_or_merged_twice_under_kills_and_outages() {
     let mut faults: Vec<(u64, Fault)> = Vec::new();
     faults.extend((0..kills_dls).map(|_| (rng.between(300, window_ms), Fault::KillDls)));
     faults.extend((0..kills_cs).map(|_| (rng.between(300, window_ms), Fault::KillCs)));
+    faults.push((rng.between(300, window_ms), Fault::TermDls));
     faults.push((rng.between(1_000, window_ms), Fault::RestartBroker));
     faults.push((rng.between(1_000, window_ms), Fault::RestartPostgres));
     faults.sort_by_key(|f| f.0);
     println!("chaos: faults at {faults:?}");
 
     let started = Instant::now();
+    let mut terms_dls = 0u32;
     let (mut done_dls, mut done_cs, mut broker_restarts, mut pg_restarts) =
         (0u32, 0u32, 0u32, 0u32);
     let mut dls_finished = false;
@@ -308,6 +313,19 @@ fn nothing_is_lost_or_merged_twice_under_kills_and_outages() {
                 done_dls += 1;
                 dls_finished = false;
                 dls.start();
+            }
+            Fault::TermDls => {
+                if dls.running() {
+                    let status = dls.terminate("TERM", Duration::from_secs(15));
+                    assert!(
+                        status.is_some_and(|s| s.success()),
+                        "dls on SIGTERM: {status:?}\n{}",
+                        dls.log_tail()
+                    );
+                    terms_dls += 1;
+                    dls_finished = false;
+                    dls.start();
+                }
             }
             Fault::KillCs => {
                 let victim = &mut cs[(rng.next() % 2) as usize];
@@ -375,14 +393,14 @@ fn nothing_is_lost_or_merged_twice_under_kills_and_outages() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
-    // SIGTERM: each cs drains, commits and exits 0 within its grace period.
-    for c in cs.iter_mut() {
+    // SIGTERM / SIGINT: each cs drains, commits and exits 0 within its grace period.
+    for (c, signal) in cs.iter_mut().zip(["TERM", "INT"]) {
         let grace =
             Duration::from_millis(env.settings.consumer.shutdown_grace_ms) + Duration::from_secs(5);
-        let status = c.terminate(grace);
+        let status = c.terminate(signal, grace);
         assert!(
             status.is_some_and(|s| s.success()),
-            "{} on SIGTERM: {status:?}\n{}",
+            "{} on SIG{signal}: {status:?}\n{}",
             c.name,
             c.log_tail()
         );
@@ -406,7 +424,8 @@ fn nothing_is_lost_or_merged_twice_under_kills_and_outages() {
     let duplicated = outputs - merged;
     println!(
         "pairs={pairs_n} seed={seed} kills_dls={done_dls} kills_cs={done_cs} broker_restarts={broker_restarts} \
-         pg_restarts={pg_restarts} merged={merged} failed={failed} lost={lost} duplicated={duplicated}"
+         pg_restarts={pg_restarts} merged={merged} failed={failed} lost={lost} duplicated={duplicated} \
+         sigterms_dls={terms_dls}"
     );
     assert_eq!(
         (lost, duplicated, failed),

@@ -82,7 +82,18 @@ impl Handler<FetchRow> for Fetcher {
             storage: self.storage.clone(),
             producer: self.producer.clone(),
         };
-        AtomicResponse::new(Box::pin(job.run(row).into_actor(self)))
+        let work = shared::panic::catch_async(job.run(row));
+        AtomicResponse::new(Box::pin(work.into_actor(self).map(|result, _, ctx| {
+            result.unwrap_or_else(|panic| {
+                // A bug, not the input: report the row and restart clean.
+                log::error!("fetcher: {panic}; restarting");
+                ctx.stop();
+                RowReport {
+                    fetch: FetchOutcome::Failed(format!("the fetcher {panic}")),
+                    published: Err(format!("not published: the fetcher {panic}")),
+                }
+            })
+        })))
     }
 }
 

@@ -107,6 +107,11 @@ impl Handler<Publish> for KafkaProducer {
                 }),
             }
         };
+        let delivery = async move {
+            shared::panic::catch_async(delivery)
+                .await
+                .unwrap_or_else(|panic| Err(PublishError::Mailbox(format!("the producer {panic}"))))
+        };
         Box::pin(delivery.into_actor(self).map(|result, act, ctx| {
             match &result {
                 Ok(_) => act.failed_deliveries = 0,

@@ -15,15 +15,25 @@ use shared::config::OutputFormat;
 const ROUNDS: usize = 7;
 const PAIRS_PER_ROUND: usize = 40;
 
-/// A deterministic photo-like image: smooth gradients plus texture, so the
-/// codecs do realistic work (flat colours would flatter them).
+/// A deterministic photo-like image: smooth gradients, soft shapes and a
+/// gentle texture, so the codecs do the work a photo asks of them (flat
+/// colours would flatter them, per-pixel noise would punish them).
 fn photo(seed: u32) -> RgbImage {
+    let s = seed as f32;
     RgbImage::from_fn(400, 400, |x, y| {
-        let n = (x.wrapping_mul(7919) ^ y.wrapping_mul(104_729) ^ seed.wrapping_mul(31)) % 23;
+        let (fx, fy) = (x as f32, y as f32);
+        let wave = ((fx / 17.0 + s).sin() * (fy / 23.0).cos() * 40.0) as i32;
+        let (dx, dy) = (fx - 200.0 - 40.0 * s, fy - 220.0);
+        let disc = if dx * dx + dy * dy < 90.0 * 90.0 {
+            60
+        } else {
+            0
+        };
+        let c = |base: i32| (base + wave + disc).clamp(0, 255) as u8;
         Rgb([
-            ((x + seed * 13) % 256) as u8 ^ n as u8,
-            ((y * 2 + seed) % 256) as u8,
-            (((x + y) / 3 + seed * 7) % 256) as u8 ^ (n as u8 * 3),
+            c((fy * 0.5) as i32 + 40),
+            c((fx * 0.3) as i32 + 60),
+            c(220 - (fy * 0.4) as i32),
         ])
     })
 }

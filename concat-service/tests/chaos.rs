@@ -19,7 +19,9 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use common::images::{Format, Sample};
-use common::{assert_all_committed, check_outputs, pair, publish_pairs, Pair, TestEnv, SOURCES};
+use common::{
+    assert_all_committed, check_outputs, pair, publish_pairs, uncommitted, Pair, TestEnv, SOURCES,
+};
 
 /// Every image response waits this long (a slow origin), so that kills land
 /// while dls is downloading.
@@ -379,16 +381,20 @@ fn nothing_is_lost_or_merged_twice_under_kills_and_outages() {
         }
         let counts = env.counts();
         let get = |s: &str| counts.iter().find(|(st, _)| st == s).map_or(0, |(_, n)| *n);
+        // Re-delivered messages (a killed cs had not committed them) are
+        // still consumed after the table is complete: wait for those too.
         let settled = get("merged") + get("failed") == total
             && get("merging") + get("ready") + get("pending") == 0
-            && temp_files(&env.settings.storage.root).is_empty();
+            && temp_files(&env.settings.storage.root).is_empty()
+            && uncommitted(&env).is_empty();
         if settled {
             break;
         }
         assert!(
             Instant::now() < deadline,
-            "not settled: {counts:?}, temp files {:?}\n{}",
+            "not settled: {counts:?}, temp files {:?}, uncommitted {:?}\n{}",
             temp_files(&env.settings.storage.root),
+            uncommitted(&env),
             cs[0].log_tail()
         );
         std::thread::sleep(Duration::from_millis(200));

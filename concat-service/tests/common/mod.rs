@@ -243,6 +243,16 @@ pub fn check_outputs(env: &TestEnv, pairs: &[Pair]) {
 /// was persisted and its offset (message offset + 1) committed; none lost,
 /// none left to re-read.
 pub fn assert_all_committed(env: &TestEnv) {
+    let lagging = uncommitted(env);
+    assert!(
+        lagging.is_empty(),
+        "not committed up to the high watermark: {lagging:?}"
+    );
+}
+
+/// Partitions whose committed offset is below the high watermark, as
+/// `(topic/partition, committed, high watermark)`.
+pub fn uncommitted(env: &TestEnv) -> Vec<(String, i64, i64)> {
     let consumer: BaseConsumer = shared::kafka::client_config(&env.settings.kafka)
         .set("group.id", &env.settings.consumer.group_id)
         .create()
@@ -261,19 +271,16 @@ pub fn assert_all_committed(env: &TestEnv) {
     let committed = consumer
         .committed_offsets(tpl, Duration::from_secs(10))
         .expect("committed offsets");
-    for e in committed.elements() {
-        let hi = high[&(e.topic().to_owned(), e.partition())];
-        let got = match e.offset() {
-            Offset::Offset(n) => n,
-            _ => 0,
-        };
-        assert_eq!(
-            got,
-            hi,
-            "{}/{}: committed {:?}, high watermark {hi}",
-            e.topic(),
-            e.partition(),
-            e.offset()
-        );
-    }
+    committed
+        .elements()
+        .iter()
+        .filter_map(|e| {
+            let hi = high[&(e.topic().to_owned(), e.partition())];
+            let got = match e.offset() {
+                Offset::Offset(n) => n,
+                _ => 0,
+            };
+            (got != hi).then(|| (format!("{}/{}", e.topic(), e.partition()), got, hi))
+        })
+        .collect()
 }

@@ -59,6 +59,7 @@ struct Service {
     envs: Vec<(String, String)>,
     log: PathBuf,
     child: Option<Child>,
+    started_at: Option<Instant>,
     starts: u32,
 }
 
@@ -71,6 +72,7 @@ impl Service {
             envs: envs.to_vec(),
             log: dir.join(format!("{name}.log")),
             child: None,
+            started_at: None,
             starts: 0,
         }
     }
@@ -90,6 +92,7 @@ impl Service {
             .spawn()
             .unwrap_or_else(|e| panic!("starting {}: {e}", self.bin.display()));
         self.child = Some(child);
+        self.started_at = Some(Instant::now());
         self.starts += 1;
     }
 
@@ -317,6 +320,11 @@ fn nothing_is_lost_or_merged_twice_under_kills_and_outages() {
                 dls.start();
             }
             Fault::TermDls => {
+                // A signal in a process's first milliseconds, before it has
+                // installed its handler, kills it the default way: give it time.
+                if let Some(t) = dls.started_at {
+                    std::thread::sleep(Duration::from_secs(1).saturating_sub(t.elapsed()));
+                }
                 if dls.running() {
                     let status = dls.terminate("TERM", Duration::from_secs(15));
                     assert!(

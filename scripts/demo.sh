@@ -19,10 +19,16 @@ log "building dls, cs and the sample generator"
 # The same command as `make build`, so the two never rebuild each other.
 cargo build --quiet --workspace --bins --examples
 
-# Stop what an interrupted earlier demo left running (by pid file only).
-for name in http cs; do
-    if [[ -f $DEMO/$name.pid ]] && kill -0 "$(cat "$DEMO/$name.pid")" 2>/dev/null; then
-        kill "$(cat "$DEMO/$name.pid")" 2>/dev/null || true
+# Stop what an interrupted earlier demo left running: by pid file, and only
+# if that pid is still the program we started (pids get reused).
+ours() { # pidfile pattern
+    local pid
+    pid=$(cat "$1" 2>/dev/null) || return 1
+    [[ $pid =~ ^[0-9]+$ ]] && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q -- "$2" && echo "$pid"
+}
+for spec in "http.pid:http.server" "cs.pid:/cs run"; do
+    if pid=$(ours "$DEMO/${spec%%:*}" "${spec#*:}"); then
+        kill "$pid" 2>/dev/null || true
     fi
 done
 rm -rf "$DEMO"
@@ -42,6 +48,10 @@ cleanup() {
     if [[ -n $cs_pid ]] && kill -0 "$cs_pid" 2>/dev/null; then
         kill -TERM "$cs_pid" 2>/dev/null || true
         for _ in $(seq 1 100); do kill -0 "$cs_pid" 2>/dev/null || break; sleep 0.2; done
+        if kill -0 "$cs_pid" 2>/dev/null; then
+            log "cs did not stop within 20 s; killing it"
+            kill -KILL "$cs_pid" 2>/dev/null || true
+        fi
     fi
     if [[ -f $DEMO/http.pid ]]; then
         kill "$(cat "$DEMO/http.pid")" 2>/dev/null || true
@@ -50,15 +60,15 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# A database of its own, made afresh (falls back to DATABASE_URL as given when
-# the server does not let us create one).
-DEMO_DB_URL="${DATABASE_URL%/*}/two_micros_demo"
-if psql -q "$DATABASE_URL" -c 'DROP DATABASE IF EXISTS two_micros_demo WITH (FORCE)' \
+# A database of its own, made afresh: the demo never writes into real data.
+DEMO_DB_URL=$(python3 -c 'import sys, urllib.parse as u; p = u.urlsplit(sys.argv[1]); print(u.urlunsplit(p._replace(path="/two_micros_demo")))' "$DATABASE_URL")
+if ! psql -q "$DATABASE_URL" -c 'DROP DATABASE IF EXISTS two_micros_demo WITH (FORCE)' \
     -c 'CREATE DATABASE two_micros_demo' >/dev/null 2>"$DEMO/psql.log"; then
-    export DATABASE_URL=$DEMO_DB_URL
-else
-    log "could not create database two_micros_demo (see $DEMO/psql.log); using DATABASE_URL as given"
+    log "could not create the database two_micros_demo with DATABASE_URL's user:"
+    cat "$DEMO/psql.log"
+    exit 1
 fi
+export DATABASE_URL=$DEMO_DB_URL
 
 export STORAGE_ROOT=$DEMO/data
 export TWO_MICROS__SOURCES="[{name=\"super_heros\", csv=\"$DEMO/input/super_heros.csv\", topic=\"demo.super_heros\"}, {name=\"alter_egos\", csv=\"$DEMO/input/alter_egos.csv\", topic=\"demo.alter_egos\"}]"

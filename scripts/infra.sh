@@ -632,8 +632,8 @@ cmd_start_one() {
 
 # Debian packages the Rust build links against (libpq for diesel, zlib for
 # librdkafka, which is built from source by rdkafka-sys; libturbojpeg for the
-# JPEG fast path).
-BUILD_PACKAGES=(build-essential pkg-config libpq-dev zlib1g-dev libturbojpeg0-dev)
+# JPEG fast path, libssl for https downloads).
+BUILD_PACKAGES=(build-essential pkg-config libpq-dev zlib1g-dev libturbojpeg0-dev libssl-dev)
 cmd_build_deps() {
     local missing=() p
     for p in "${BUILD_PACKAGES[@]}"; do

@@ -26,7 +26,21 @@ pub fn pool(url: &str, size: u32, connect_timeout: Duration) -> PgPool {
         .max_size(size)
         .min_idle(Some(0))
         .connection_timeout(connect_timeout)
+        .connection_customizer(Box::new(SessionSetup))
         .build_unchecked(ConnectionManager::new(url))
+}
+
+/// Every pooled connection gets a statement timeout, so a query stuck on a
+/// half-dead server comes back as an error instead of blocking a DbActor.
+#[derive(Debug)]
+struct SessionSetup;
+
+impl diesel::r2d2::CustomizeConnection<PgConnection, diesel::r2d2::Error> for SessionSetup {
+    fn on_acquire(&self, conn: &mut PgConnection) -> Result<(), diesel::r2d2::Error> {
+        use diesel::connection::SimpleConnection as _;
+        conn.batch_execute("SET statement_timeout = '60s'")
+            .map_err(diesel::r2d2::Error::QueryError)
+    }
 }
 
 pub fn db_error(context: &str, e: impl std::fmt::Display) -> DbError {
@@ -252,6 +266,8 @@ struct Claimed {
     id: String,
     #[diesel(sql_type = Integer)]
     attempts: i32,
+    #[diesel(sql_type = BigInt)]
+    claim_token: i64,
 }
 
 /// Claims up to `max` ids that are ready (and due) or whose merge lease ran
@@ -274,10 +290,11 @@ pub fn claim_ready(
                  LIMIT $1
                  FOR UPDATE SKIP LOCKED)
              UPDATE images i
-             SET state = 'merging', attempts = i.attempts + 1, claimed_by = $3,
+             SET state = 'merging', attempts = i.attempts + 1,
+                 claim_token = i.claim_token + 1, claimed_by = $3,
                  lease_until = now() + $2 * interval '1 millisecond', updated_at = now()
              FROM c WHERE i.id = c.id
-             RETURNING i.id, i.attempts",
+             RETURNING i.id, i.attempts, i.claim_token",
         )
         .bind::<BigInt, _>(max)
         .bind::<BigInt, _>(i64::try_from(lease_ms).unwrap_or(i64::MAX))
@@ -306,6 +323,7 @@ pub fn claim_ready(
                 Claim {
                     id: c.id,
                     attempt: c.attempts,
+                    token: c.claim_token,
                     parts,
                 }
             })
@@ -315,27 +333,23 @@ pub fn claim_ready(
 }
 
 /// Records the end of a merge attempt, only if the claim is still ours
-/// (same attempt, still merging): a claim that expired and was taken again
+/// (same claim token, still merging): a claim that expired and was taken again
 /// elsewhere is not finished twice. Returns whether the claim was still held.
 pub fn finish_merge(conn: &mut PgConnection, finish: &FinishMerge) -> Result<bool, DbError> {
     let updated = match finish {
-        FinishMerge::Merged {
-            id,
-            attempt,
-            output,
-        } => diesel::sql_query(
+        FinishMerge::Merged { id, token, output } => diesel::sql_query(
             "UPDATE images
              SET state = 'merged', output_path = $3, error = NULL, lease_until = NULL,
                  merged_at = now(), updated_at = now()
-             WHERE id = $1 AND attempts = $2 AND state = 'merging'",
+             WHERE id = $1 AND claim_token = $2 AND state = 'merging'",
         )
         .bind::<Text, _>(id)
-        .bind::<Integer, _>(attempt)
+        .bind::<BigInt, _>(token)
         .bind::<Text, _>(output)
         .execute(conn),
         FinishMerge::Failed {
             id,
-            attempt,
+            token,
             error,
             retry_in_ms,
         } => diesel::sql_query(
@@ -343,10 +357,10 @@ pub fn finish_merge(conn: &mut PgConnection, finish: &FinishMerge) -> Result<boo
              SET state = CASE WHEN $4::BIGINT IS NULL THEN 'failed' ELSE 'ready' END,
                  next_attempt_at = now() + COALESCE($4::BIGINT, 0) * interval '1 millisecond',
                  error = $3, lease_until = NULL, updated_at = now()
-             WHERE id = $1 AND attempts = $2 AND state = 'merging'",
+             WHERE id = $1 AND claim_token = $2 AND state = 'merging'",
         )
         .bind::<Text, _>(id)
-        .bind::<Integer, _>(attempt)
+        .bind::<BigInt, _>(token)
         .bind::<Text, _>(error)
         .bind::<Nullable<BigInt>, _>(retry_in_ms.map(|ms| i64::try_from(ms).unwrap_or(i64::MAX)))
         .execute(conn),

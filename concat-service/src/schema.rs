@@ -13,6 +13,7 @@ diesel::table! {
         created_at -> Timestamptz,
         updated_at -> Timestamptz,
         merged_at -> Nullable<Timestamptz>,
+        claim_token -> Int8,
     }
 }
 

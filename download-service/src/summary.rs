@@ -105,6 +105,7 @@ impl RunSummary {
 impl fmt::Display for RunSummary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "dls summary")?;
+        let unpublished: u64 = self.sources.iter().map(|s| s.unpublished).sum();
         for s in &self.sources {
             writeln!(
                 f,
@@ -128,6 +129,13 @@ impl fmt::Display for RunSummary {
             if hidden > 0 {
                 writeln!(f, "    ... and {hidden} more (see the log)")?;
             }
+        }
+        if unpublished > 0 {
+            writeln!(
+                f,
+                "{unpublished} row(s) could not be published: run dls again once Kafka is reachable \
+                 (stored files are not downloaded again)"
+            )?;
         }
         Ok(())
     }

@@ -305,6 +305,10 @@ impl Settings {
                 })?;
             merge(&mut value, parsed);
         }
+        // Fixed order whatever the environment's: the short names first, then
+        // TWO_MICROS__* sorted, so the specific spelling wins over the alias.
+        let mut env: Vec<&(String, String)> = env.iter().collect();
+        env.sort_by_key(|(k, _)| (k.starts_with(ENV_PREFIX), k.clone()));
         for (var, raw) in env {
             let keys: Vec<String> = match var.as_str() {
                 "KAFKA_BROKERS" => vec!["kafka".into(), "brokers".into()],
@@ -315,14 +319,20 @@ impl Settings {
                     None => continue,
                 },
             };
-            set_path(&mut value, &keys, env_value(raw)).map_err(|reason| ConfigError::Env {
+            set_path(&mut value, &keys, raw).map_err(|reason| ConfigError::Env {
                 var: var.clone(),
                 reason,
             })?;
         }
-        let settings: Settings = value
-            .try_into()
-            .map_err(|e: toml::de::Error| ConfigError::Invalid(e.message().to_owned()))?;
+        // Through TOML text, so that a type error quotes the offending line.
+        let merged = toml::to_string(&value)
+            .map_err(|e| ConfigError::Invalid(format!("merging the layers: {e}")))?;
+        let settings: Settings = toml::from_str(&merged).map_err(|e: toml::de::Error| {
+            ConfigError::Invalid(format!(
+                "(defaults, file and environment merged) {}",
+                e.to_string().trim()
+            ))
+        })?;
         settings.validate()?;
         Ok(settings)
     }
@@ -353,6 +363,12 @@ impl Settings {
                     source.topic()
                 ));
             }
+        }
+        if self.kafka.brokers.trim().is_empty() || self.database.url.trim().is_empty() {
+            return invalid(
+                "kafka.brokers (KAFKA_BROKERS) and database.url (DATABASE_URL) may not be empty"
+                    .into(),
+            );
         }
         if self.kafka.partitions < 1 || self.kafka.replication_factor < 1 {
             return invalid(
@@ -388,13 +404,19 @@ impl Settings {
     }
 }
 
-/// A value from the environment: TOML if it parses as a TOML value, else a string
-/// (so `8` is a number, `true` a bool, `[..]` an array, `127.0.0.1:9092` a string).
-fn env_value(raw: &str) -> toml::Value {
-    toml::from_str::<toml::Table>(&format!("v = {raw}"))
-        .ok()
-        .and_then(|mut t| t.remove("v"))
-        .unwrap_or_else(|| toml::Value::String(raw.to_owned()))
+/// A non-string setting from the environment, read as a TOML value (`8`,
+/// `true`, `[..]`, `{..}`); a bare word that is no TOML is taken as a string,
+/// but a value that starts like an array or table must parse.
+fn env_value(raw: &str) -> Result<toml::Value, String> {
+    match toml::from_str::<toml::Table>(&format!("v = {raw}")) {
+        Ok(mut t) => Ok(t
+            .remove("v")
+            .unwrap_or_else(|| toml::Value::String(raw.to_owned()))),
+        Err(e) if raw.trim_start().starts_with(['[', '{']) => {
+            Err(format!("not a valid TOML value: {}", e.message()))
+        }
+        Err(_) => Ok(toml::Value::String(raw.to_owned())),
+    }
 }
 
 fn merge(base: &mut toml::Value, over: toml::Value) {
@@ -413,7 +435,7 @@ fn merge(base: &mut toml::Value, over: toml::Value) {
     }
 }
 
-fn set_path(value: &mut toml::Value, keys: &[String], new: toml::Value) -> Result<(), String> {
+fn set_path(value: &mut toml::Value, keys: &[String], raw: &str) -> Result<(), String> {
     let Some((last, parents)) = keys.split_last() else {
         return Err("no setting named".into());
     };
@@ -427,11 +449,11 @@ fn set_path(value: &mut toml::Value, keys: &[String], new: toml::Value) -> Resul
     let table = cur
         .as_table_mut()
         .ok_or_else(|| format!("{:?} is not a section", parents.join(".")))?;
-    // Strings stay strings where the setting is a string (a broker list "1:2" or
-    // a group id "42" must not turn into something else).
-    let new = match (table.get(last), new) {
-        (Some(toml::Value::String(_)), v) if !v.is_str() => toml::Value::String(v.to_string()),
-        (_, v) => v,
+    // A string setting takes the text as it is (a group id "1e3" or a broker
+    // list stays what was typed); other settings read it as a TOML value.
+    let new = match table.get(last) {
+        Some(toml::Value::String(_)) => toml::Value::String(raw.to_owned()),
+        _ => env_value(raw)?,
     };
     table.insert(last.clone(), new);
     Ok(())
@@ -457,6 +479,19 @@ mod tests {
     }
 
     #[test]
+    fn the_specific_variable_wins_over_the_alias() {
+        let s = Settings::from_layers(
+            None,
+            &env(&[
+                ("TWO_MICROS__KAFKA__BROKERS", "specific:1"),
+                ("KAFKA_BROKERS", "alias:2"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(s.kafka.brokers, "specific:1");
+    }
+
+    #[test]
     fn file_then_env_override_in_order() {
         let file = r#"
             [kafka]
@@ -476,7 +511,7 @@ mod tests {
             &env(&[
                 ("KAFKA_BROKERS", "env:2"),
                 ("TWO_MICROS__DOWNLOAD__ATTEMPTS", "7"),
-                ("TWO_MICROS__CONSUMER__GROUP_ID", "42"),
+                ("TWO_MICROS__CONSUMER__GROUP_ID", "1e3"),
                 ("UNRELATED", "x"),
             ]),
         )
@@ -484,7 +519,10 @@ mod tests {
         assert_eq!(s.kafka.brokers, "env:2");
         assert_eq!(s.download.fetchers, 3);
         assert_eq!(s.download.attempts, 7);
-        assert_eq!(s.consumer.group_id, "42");
+        assert_eq!(
+            s.consumer.group_id, "1e3",
+            "string settings keep the text as typed"
+        );
         assert_eq!(s.source_names(), ["left", "right"]);
         assert_eq!(s.sources[1].topic(), "right-topic");
         assert_eq!(s.storage.root, PathBuf::from("data"), "untouched default");
@@ -532,6 +570,23 @@ mod tests {
             )]),
         );
         assert!(dup.unwrap_err().to_string().contains("configured twice"));
+        let wrong_type = Settings::from_layers(
+            Some((Path::new("x.toml"), "[download]\nfetchers = \"8\"")),
+            &[],
+        );
+        let msg = wrong_type.unwrap_err().to_string();
+        assert!(
+            msg.contains("fetchers = \"8\"") && msg.contains("expected usize"),
+            "{msg}"
+        );
+        let broken_list =
+            Settings::from_layers(None, &env(&[("TWO_MICROS__SOURCES", "[{name=\"a\"")]));
+        assert!(broken_list
+            .unwrap_err()
+            .to_string()
+            .contains("not a valid TOML value"));
+        let empty = Settings::from_layers(None, &env(&[("KAFKA_BROKERS", "")]));
+        assert!(empty.unwrap_err().to_string().contains("may not be empty"));
         let not_toml = Settings::from_layers(Some((Path::new("bad.toml"), "[kafka")), &[]);
         assert!(not_toml
             .unwrap_err()

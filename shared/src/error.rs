@@ -160,6 +160,8 @@ pub enum MergeError {
     Panicked(String),
     #[error("the id has no parts to merge")]
     NoParts,
+    #[error("only {stored} of the {wanted} configured sources have a stored part (was a source added to the configuration?)")]
+    MissingParts { stored: usize, wanted: usize },
 }
 
 impl MergeError {
@@ -172,7 +174,8 @@ impl MergeError {
             MergeError::Decode { .. }
             | MergeError::TooLarge { .. }
             | MergeError::Encode(_)
-            | MergeError::NoParts => false,
+            | MergeError::NoParts
+            | MergeError::MissingParts { .. } => false,
         }
     }
 }

@@ -12,6 +12,15 @@ pub enum ImageKind {
 }
 
 impl ImageKind {
+    pub const ALL: [ImageKind; 6] = [
+        ImageKind::Jpeg,
+        ImageKind::Png,
+        ImageKind::Gif,
+        ImageKind::Webp,
+        ImageKind::Bmp,
+        ImageKind::Tiff,
+    ];
+
     /// The format of `bytes`, by magic number.
     pub fn sniff(bytes: &[u8]) -> Option<Self> {
         Some(match bytes {

@@ -60,8 +60,23 @@ impl PartMessage {
             ));
         }
         ImageId::parse(&msg.id).map_err(|e| e.to_string())?;
+        // PostgreSQL text cannot hold NUL: such a message could never be stored.
+        let texts = match &msg.outcome {
+            PartOutcome::Stored(f) => {
+                vec![&msg.source, &msg.url, &f.path, &f.sha256, &f.content_type]
+            }
+            PartOutcome::Failed { error } => vec![&msg.source, &msg.url, error],
+        };
+        if texts.iter().any(|t| t.contains('\0')) {
+            return Err("the message has a NUL character in a text field".into());
+        }
         if let PartOutcome::Stored(file) = &msg.outcome {
-            StoragePath::parse(&file.path).map_err(|e| e.to_string())?;
+            let path = StoragePath::parse(&file.path).map_err(|e| e.to_string())?;
+            // A part names its own file: <source>/<id>.<ext>, nothing else.
+            let own = format!("{}/{}.", msg.source, msg.id);
+            if !path.as_str().starts_with(&own) {
+                return Err(format!("path {path} is not this part's file ({own}<ext>)"));
+            }
         }
         Ok(msg)
     }
@@ -165,9 +180,11 @@ pub struct ClaimReady {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Claim {
     pub id: String,
+    /// Which try this is (1 for the first since the last new part).
+    pub attempt: i32,
     /// Identifies this claim: finishing checks it, so a claim that expired and
     /// was taken again elsewhere cannot be finished twice.
-    pub attempt: i32,
+    pub token: i64,
     pub parts: Vec<String>,
 }
 
@@ -177,13 +194,13 @@ pub struct Claim {
 pub enum FinishMerge {
     Merged {
         id: String,
-        attempt: i32,
+        token: i64,
         output: String,
     },
     /// Retry after `retry_in_ms`, or record `failed` when `retry_in_ms` is None.
     Failed {
         id: String,
-        attempt: i32,
+        token: i64,
         error: String,
         retry_in_ms: Option<u64>,
     },
@@ -263,13 +280,32 @@ mod tests {
         assert!(PartMessage::from_json(&v2.to_json().unwrap())
             .unwrap_err()
             .contains("version 2 is not supported"));
-        let mut escape = stored();
-        escape.outcome = PartOutcome::Stored(StoredFile {
-            path: "../../etc/passwd".into(),
-            size: 1,
-            sha256: String::new(),
-            content_type: String::new(),
-        });
-        assert!(PartMessage::from_json(&escape.to_json().unwrap()).is_err());
+        let with_path = |path: &str| PartMessage {
+            outcome: PartOutcome::Stored(StoredFile {
+                path: path.into(),
+                size: 1,
+                sha256: String::new(),
+                content_type: String::new(),
+            }),
+            ..stored()
+        };
+        for path in [
+            "../../etc/passwd",
+            "alter_egos/42.jpg",
+            "super_heros/7.jpg",
+            "concat/42.jpg",
+        ] {
+            let err = PartMessage::from_json(&with_path(path).to_json().unwrap()).unwrap_err();
+            assert!(
+                err.contains(path) || err.contains("storage path"),
+                "{path}: {err}"
+            );
+        }
+        let mut nul = stored();
+        nul.url = "http://h/\0".into();
+        assert_eq!(
+            PartMessage::from_json(&nul.to_json().unwrap()).unwrap_err(),
+            "the message has a NUL character in a text field"
+        );
     }
 }

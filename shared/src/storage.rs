@@ -18,6 +18,7 @@ use sha2::{Digest, Sha256};
 
 use crate::error::StoreError;
 use crate::ids::{ImageId, StoragePath};
+use crate::image_kind::ImageKind;
 
 const TEMP_SUFFIX: &str = ".tmp";
 
@@ -74,26 +75,25 @@ impl Storage {
         result
     }
 
-    /// The finished file stored for `id` in `folder`, whatever its extension.
+    /// The finished file stored for `id` in `folder`, whatever its extension
+    /// (the newest, should there be several). A few `stat`s, not a listing:
+    /// resuming a run of N rows costs O(N).
     pub fn find(&self, folder: &str, id: &ImageId) -> Result<Option<StoragePath>, StoreError> {
-        let dir = self.root.join(folder);
-        let entries = match fs::read_dir(&dir) {
-            Ok(entries) => entries,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(StoreError::io("listing", &dir, e)),
-        };
-        let prefix = format!("{id}.");
-        for entry in entries {
-            let entry = entry.map_err(|e| StoreError::io("listing", &dir, e))?;
-            let name = entry.file_name();
-            let Some(name) = name.to_str() else { continue };
-            if let Some(ext) = name.strip_prefix(&prefix) {
-                if !ext.contains('.') {
-                    return Ok(Some(StoragePath::new(folder, id, ext)?));
-                }
+        let mut newest: Option<(std::time::SystemTime, StoragePath)> = None;
+        for kind in ImageKind::ALL {
+            let path = StoragePath::new(folder, id, kind.extension())?;
+            let abs = self.absolute(&path);
+            let modified = match fs::metadata(&abs) {
+                Ok(m) if m.is_file() => m.modified().unwrap_or(std::time::UNIX_EPOCH),
+                Ok(_) => continue,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(StoreError::io("looking up", abs, e)),
+            };
+            if newest.as_ref().is_none_or(|(t, _)| modified > *t) {
+                newest = Some((modified, path));
             }
         }
-        Ok(None)
+        Ok(newest.map(|(_, path)| path))
     }
 
     pub fn read(&self, path: &StoragePath) -> Result<Vec<u8>, StoreError> {

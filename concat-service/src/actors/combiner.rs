@@ -101,6 +101,12 @@ impl Combiner {
                 .map(move |result, act, ctx| {
                     act.claiming = false;
                     match result {
+                        Ok(Ok(claims)) if act.draining => {
+                            for claim in claims {
+                                act.release(claim, ctx);
+                            }
+                            act.notify_if_drained();
+                        }
                         Ok(Ok(claims)) => {
                             let full = claims.len() == free;
                             for claim in claims {
@@ -111,7 +117,8 @@ impl Combiner {
                             }
                         }
                         Ok(Err(e)) => {
-                            log::warn!("combiner: claiming failed ({e}); the sweep tries again")
+                            log::warn!("combiner: claiming failed ({e}); the sweep tries again");
+                            act.notify_if_drained();
                         }
                         Err(e) => log::warn!(
                             "combiner: db actor unavailable ({e}); the sweep tries again"
@@ -152,7 +159,7 @@ impl Combiner {
                     );
                     FinishMerge::Merged {
                         id: claim.id.clone(),
-                        attempt: claim.attempt,
+                        token: claim.token,
                         output: output.to_string(),
                     }
                 }
@@ -169,7 +176,7 @@ impl Combiner {
                     );
                     FinishMerge::Failed {
                         id: claim.id.clone(),
-                        attempt: claim.attempt,
+                        token: claim.token,
                         error,
                         retry_in_ms: retry,
                     }
@@ -215,17 +222,42 @@ impl Combiner {
     }
 }
 
+impl Combiner {
+    /// Draining, nothing in flight and no claim pending: tell the waiters.
+    fn notify_if_drained(&mut self) {
+        if self.draining && self.in_flight == 0 && !self.claiming {
+            for tx in self.drained.drain(..) {
+                let _ = tx.send(());
+            }
+        }
+    }
+
+    /// Gives a claim back (claimed just as shutdown began): ready again now.
+    fn release(&mut self, claim: Claim, ctx: &mut Context<Self>) {
+        self.in_flight += 1;
+        let (db, me) = (self.db.clone(), ctx.address());
+        actix_rt::spawn(async move {
+            let release = FinishMerge::Failed {
+                id: claim.id.clone(),
+                token: claim.token,
+                error: "released at shutdown before merging".into(),
+                retry_in_ms: Some(0),
+            };
+            if !matches!(db.send(release).await, Ok(Ok(()))) {
+                log::warn!("id={}: not released; its lease expires instead", claim.id);
+            }
+            me.do_send(MergeFinished);
+        });
+    }
+}
+
 impl Handler<MergeFinished> for Combiner {
     type Result = ();
 
     fn handle(&mut self, _: MergeFinished, ctx: &mut Self::Context) {
         self.in_flight = self.in_flight.saturating_sub(1);
         if self.draining {
-            if self.in_flight == 0 {
-                for tx in self.drained.drain(..) {
-                    let _ = tx.send(());
-                }
-            }
+            self.notify_if_drained();
         } else {
             self.claim(ctx);
         }
@@ -242,9 +274,9 @@ async fn run_merge(
     panic_now: bool,
 ) -> Result<StoragePath, MergeError> {
     if claim.parts.len() != sources {
-        return Err(MergeError::Decode {
-            path: claim.id.clone(),
-            reason: format!("only {} of {sources} parts are stored", claim.parts.len()),
+        return Err(MergeError::MissingParts {
+            stored: claim.parts.len(),
+            wanted: sources,
         });
     }
     let id = ImageId::parse(&claim.id).map_err(shared::error::StoreError::from)?;
@@ -313,11 +345,8 @@ impl Handler<Drain> for Combiner {
     fn handle(&mut self, _: Drain, _: &mut Self::Context) -> Self::Result {
         self.draining = true;
         let (tx, rx) = oneshot::channel();
-        if self.in_flight == 0 {
-            let _ = tx.send(());
-        } else {
-            self.drained.push(tx);
-        }
+        self.drained.push(tx);
+        self.notify_if_drained();
         Box::pin(async move {
             let _ = rx.await;
         })

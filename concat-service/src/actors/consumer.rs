@@ -81,6 +81,9 @@ impl Consumer {
     }
 
     fn connect(&mut self, ctx: &mut Context<Self>) {
+        if self.draining {
+            return;
+        }
         let mut config = shared::kafka::client_config(&self.kafka);
         config
             .set("group.id", &self.settings.group_id)
@@ -206,8 +209,12 @@ impl Actor for Consumer {
 impl Supervised for Consumer {
     fn restarting(&mut self, _: &mut Self::Context) {
         log::warn!("consumer restarting");
-        self.consumer = None;
         self.batch = None;
+        // Closing a consumer waits for the broker (long when it is down):
+        // never on this event loop.
+        if let Some(consumer) = self.consumer.take() {
+            actix_rt::task::spawn_blocking(move || drop(consumer));
+        }
     }
 }
 
@@ -225,17 +232,18 @@ fn backoff(failures: u32) -> Duration {
 /// meanwhile. A message the database refuses for good is recorded as rejected
 /// with the reason instead, so one bad message cannot block a partition.
 async fn persist(db: &Addr<DbActor>, items: Vec<Consumed>) -> Result<Vec<String>, String> {
-    match persist_retrying(db, items.clone()).await {
+    let deadline = std::time::Instant::now() + DB_RETRY_WINDOW;
+    match persist_retrying(db, items.clone(), deadline).await {
         Err(PersistError::Permanent(e)) if items.len() > 1 => {
             log::warn!("consumer: batch refused ({e}); persisting its messages one by one");
             let mut ready = Vec::new();
             for item in items {
-                ready.extend(persist_one(db, item).await?);
+                ready.extend(persist_one(db, item, deadline).await?);
             }
             Ok(ready)
         }
         Err(PersistError::Permanent(_)) => match items.into_iter().next() {
-            Some(item) => persist_one(db, item).await,
+            Some(item) => persist_one(db, item, deadline).await,
             None => Ok(Vec::new()),
         },
         Err(PersistError::GaveUp(e)) => Err(e),
@@ -243,8 +251,12 @@ async fn persist(db: &Addr<DbActor>, items: Vec<Consumed>) -> Result<Vec<String>
     }
 }
 
-async fn persist_one(db: &Addr<DbActor>, item: Consumed) -> Result<Vec<String>, String> {
-    match persist_retrying(db, vec![item.clone()]).await {
+async fn persist_one(
+    db: &Addr<DbActor>,
+    item: Consumed,
+    deadline: std::time::Instant,
+) -> Result<Vec<String>, String> {
+    match persist_retrying(db, vec![item.clone()], deadline).await {
         Ok(ready) => Ok(ready),
         Err(PersistError::GaveUp(e)) => Err(e),
         Err(PersistError::Permanent(e)) => {
@@ -265,7 +277,7 @@ async fn persist_one(db: &Addr<DbActor>, item: Consumed) -> Result<Vec<String>, 
                 error: format!("not persisted: {e}"),
                 payload_excerpt: serde_json::to_string(&part.message).unwrap_or_default(),
             });
-            persist_retrying(db, vec![rejected])
+            persist_retrying(db, vec![rejected], deadline)
                 .await
                 .map_err(|e| match e {
                     PersistError::GaveUp(e) | PersistError::Permanent(e) => e,
@@ -284,15 +296,22 @@ enum PersistError {
 async fn persist_retrying(
     db: &Addr<DbActor>,
     items: Vec<Consumed>,
+    deadline: std::time::Instant,
 ) -> Result<Vec<String>, PersistError> {
-    let deadline = std::time::Instant::now() + DB_RETRY_WINDOW;
     let mut pause = Duration::from_millis(250);
     loop {
-        let error = match db.send(RecordParts(items.clone())).await {
-            Ok(Ok(ready)) => return Ok(ready),
-            Ok(Err(e)) if !e.retryable => return Err(PersistError::Permanent(e.to_string())),
-            Ok(Err(e)) => e.to_string(),
-            Err(e) => format!("db actor unavailable: {e}"),
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let reply = actix_rt::time::timeout(left, db.send(RecordParts(items.clone()))).await;
+        let error = match reply {
+            Err(_) => {
+                return Err(PersistError::GaveUp(
+                    "the database did not answer in time".into(),
+                ))
+            }
+            Ok(Ok(Ok(ready))) => return Ok(ready),
+            Ok(Ok(Err(e))) if !e.retryable => return Err(PersistError::Permanent(e.to_string())),
+            Ok(Ok(Err(e))) => e.to_string(),
+            Ok(Err(e)) => format!("db actor unavailable: {e}"),
         };
         if std::time::Instant::now() + pause > deadline {
             return Err(PersistError::GaveUp(error));
@@ -347,6 +366,11 @@ async fn next_batch(
     Ok(out)
 }
 
+/// Bytes as text PostgreSQL can store: lossy UTF-8, NUL shown as U+FFFD.
+fn printable(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).replace('\0', "\u{fffd}")
+}
+
 /// A message as a part to record, or as a rejected message with the reason.
 fn convert(m: &BorrowedMessage<'_>, topics: &HashMap<String, String>) -> (Consumed, Position) {
     let position = (m.topic().to_owned(), m.partition(), m.offset());
@@ -378,12 +402,9 @@ fn convert(m: &BorrowedMessage<'_>, topics: &HashMap<String, String>) -> (Consum
                 topic: position.0.clone(),
                 partition: position.1,
                 offset: position.2,
-                key: m.key().map(|k| String::from_utf8_lossy(k).into_owned()),
+                key: m.key().map(printable),
                 error,
-                payload_excerpt: String::from_utf8_lossy(
-                    &payload[..payload.len().min(EXCERPT_BYTES)],
-                )
-                .into_owned(),
+                payload_excerpt: printable(&payload[..payload.len().min(EXCERPT_BYTES)]),
             })
         }
     };

@@ -145,11 +145,15 @@ impl RowJob {
     }
 
     /// Publishes and waits for the delivery report; a failed delivery (the
-    /// producer gives up after `kafka.message_timeout_ms`, or restarts) is
-    /// tried again, up to `download.attempts` times.
+    /// producer gives up after `kafka.message_timeout_ms`) is tried again, up
+    /// to `download.attempts` times: an outage of attempts x timeout is ridden
+    /// out. Rows still unpublished show in the summary; a rerun publishes them.
     async fn publish(&self, topic: &str, message: PartMessage) -> Result<Delivered, String> {
+        // A producer restarting (mailbox closed) is not the delivery's fault:
+        // such tries do not count against `attempts`, up to a bound.
+        const MAX_PRODUCER_RESTARTS: u32 = 20;
         let mut pause = Duration::from_millis(self.settings.retry_backoff_ms);
-        let mut attempt = 1;
+        let (mut failed, mut restarts) = (0, 0);
         loop {
             let request = Publish {
                 topic: topic.to_owned(),
@@ -157,16 +161,21 @@ impl RowJob {
             };
             let error = match self.producer.send(request).await {
                 Ok(Ok(delivered)) => return Ok(delivered),
-                Ok(Err(e)) => e.to_string(),
-                Err(e) => format!("producer unavailable: {e}"),
+                Ok(Err(e)) => {
+                    failed += 1;
+                    e.to_string()
+                }
+                Err(e) => {
+                    restarts += 1;
+                    format!("producer unavailable: {e}")
+                }
             };
-            if attempt >= self.settings.attempts {
+            if failed >= self.settings.attempts || restarts > MAX_PRODUCER_RESTARTS {
                 return Err(error);
             }
             log::warn!("id={}: {error}; publishing again in {pause:?}", message.id);
             actix_rt::time::sleep(pause).await;
-            pause *= 2;
-            attempt += 1;
+            pause = (pause * 2).min(Duration::from_secs(10));
         }
     }
 

@@ -73,7 +73,10 @@ impl Actor for KafkaProducer {
 impl Supervised for KafkaProducer {
     fn restarting(&mut self, _: &mut Self::Context) {
         log::warn!("kafka producer restarting");
-        self.producer = None;
+        // Dropping a producer flushes and joins its threads: not on this loop.
+        if let Some(producer) = self.producer.take() {
+            actix_rt::task::spawn_blocking(move || drop(producer));
+        }
     }
 }
 

@@ -159,6 +159,18 @@ fn infra(action: &str, service: &str) -> bool {
     status.success()
 }
 
+/// Stops `service`, waits `outage`, starts it again; false (and nothing
+/// done) when the service is not one `scripts/infra.sh` runs.
+fn outage_of(service: &str, outage: Duration) -> bool {
+    if !infra("stop", service) {
+        println!("chaos: {service} is not managed by scripts/infra.sh; not restarted");
+        return false;
+    }
+    std::thread::sleep(outage);
+    assert!(infra("start", service), "{service} did not come back");
+    true
+}
+
 fn temp_files(root: &Path) -> Vec<PathBuf> {
     let mut found = Vec::new();
     for dir in std::fs::read_dir(root).into_iter().flatten().flatten() {
@@ -343,24 +355,8 @@ fn nothing_is_lost_or_merged_twice_under_kills_and_outages() {
                 done_cs += 1;
                 victim.start();
             }
-            Fault::RestartBroker => {
-                if infra("stop", "kafka") {
-                    std::thread::sleep(outage);
-                    assert!(infra("start", "kafka"), "the broker did not come back");
-                    broker_restarts += 1;
-                } else {
-                    println!("chaos: Kafka is not managed by scripts/infra.sh; not restarted");
-                }
-            }
-            Fault::RestartPostgres => {
-                if infra("stop", "postgres") {
-                    std::thread::sleep(outage);
-                    assert!(infra("start", "postgres"), "PostgreSQL did not come back");
-                    pg_restarts += 1;
-                } else {
-                    println!("chaos: PostgreSQL is not managed by scripts/infra.sh; not restarted");
-                }
-            }
+            Fault::RestartBroker => broker_restarts += u32::from(outage_of("kafka", outage)),
+            Fault::RestartPostgres => pg_restarts += u32::from(outage_of("postgres", outage)),
         }
     }
 

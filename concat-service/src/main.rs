@@ -36,7 +36,15 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let settings = Settings::load(cli.config.as_deref())?;
     match cli.command.unwrap_or(Command::Run) {
-        Command::Run => actix::System::new().block_on(concat_service::startup::run(settings)),
+        Command::Run => {
+            let system = actix::System::new();
+            system.block_on(concat_service::startup::run(settings))?;
+            // Drained and committed. Exit now: dropping the runtime would wait
+            // for blocking tasks such as a Kafka client still closing, which
+            // can outlast the shutdown grace period.
+            log::info!("cs stopped");
+            std::process::exit(0)
+        }
         Command::Migrate => {
             let mut conn = connect(&settings)?;
             let n = concat_service::db::migrate(&mut conn)?;

@@ -332,11 +332,15 @@ fn nothing_is_lost_or_merged_twice_under_kills_and_outages() {
                 dls.start();
             }
             Fault::TermDls => {
+                if !dls.running() {
+                    dls.start(); // it finished: stop a resumed run instead
+                }
                 // A signal in a process's first milliseconds, before it has
                 // installed its handler, kills it the default way: give it time.
                 if let Some(t) = dls.started_at {
                     std::thread::sleep(Duration::from_secs(1).saturating_sub(t.elapsed()));
                 }
+                watch_dls(&mut dls, &mut dls_finished);
                 if dls.running() {
                     let status = dls.terminate("TERM", Duration::from_secs(15));
                     assert!(

@@ -15,9 +15,9 @@ log() { printf '[demo] %s\n' "$*"; }
 
 eval "$(bash scripts/infra.sh env)"
 
-log "building dls, cs and the sample generator"
+log "building dls, cs and the sample generator (the first build takes about 6 minutes on 2 cores)"
 # The same command as `make build`, so the two never rebuild each other.
-cargo build --quiet --workspace --bins --examples
+cargo build --workspace --bins --examples
 
 # Stop what an interrupted earlier demo left running: by pid file, and only
 # if that pid is still the program we started (pids get reused).
@@ -107,5 +107,5 @@ if [[ ${failed:-0} -gt 0 ]]; then
     "$TARGET/cs" failures
     exit 1
 fi
-log "done: $merged pairs merged into $DEMO/data/concat/ , e.g.:"
+log "done: $merged pairs merged into $DEMO/data/concat/, for example:"
 find "$DEMO/data/concat" -type f | sort -V | head -n 3 | sed 's/^/[demo]   /'

@@ -11,6 +11,7 @@ use common::{
     assert_all_committed, check_outputs, never_stop, pair, publish_pairs, Pair, TestEnv, SOURCES,
 };
 use concat_service::startup::Application;
+use download_service::startup::Downloader;
 use shared::messages::SimulateFailure;
 
 #[actix_rt::test]
@@ -184,10 +185,20 @@ async fn actors_that_fail_mid_stream_are_restarted_and_every_id_still_merges_onc
     let app = Application::start(env.settings.clone())
         .await
         .expect("cs starts");
-    let settings = env.settings.clone();
-    let dls = actix_rt::spawn(async move {
-        download_service::startup::run(settings, &[], never_stop()).await
-    });
+    // dls's actors fail too, while rows are in flight (downloads are slowed
+    // down so that they are).
+    env.server.set_delay(Duration::from_millis(40));
+    let downloader = Downloader::start(&env.settings, &[])
+        .await
+        .expect("dls starts");
+    let (fetchers, producer) = (downloader.fetchers.clone(), downloader.producer.clone());
+    let dls = actix_rt::spawn(async move { downloader.run(never_stop()).await });
+    for failure in [SimulateFailure::Stop, SimulateFailure::Panic] {
+        actix_rt::time::sleep(Duration::from_millis(150)).await;
+        fetchers[0].do_send(failure);
+        fetchers[1].do_send(failure);
+        producer.do_send(failure);
+    }
 
     env.wait_for("a first merge", Duration::from_secs(60), |e| {
         e.count("merged") >= 1
@@ -203,9 +214,12 @@ async fn actors_that_fail_mid_stream_are_restarted_and_every_id_still_merges_onc
         app.db.do_send(failure);
         actix_rt::time::sleep(Duration::from_millis(300)).await;
     }
-    let summary = dls.await.expect("dls task").expect("dls runs");
+    let summary = dls.await.expect("dls task");
     assert!(
-        summary.sources.iter().all(|s| s.published == 60),
+        summary
+            .sources
+            .iter()
+            .all(|s| s.published == 60 && s.failed == 0 && s.unpublished == 0),
         "{summary}"
     );
 

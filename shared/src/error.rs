@@ -122,6 +122,8 @@ pub enum PublishError {
     },
     #[error("producer unavailable: {0}")]
     Mailbox(String),
+    #[error("the producer {0}")]
+    Panicked(String),
 }
 
 /// A database operation failed. Carried as text so that `shared` does not

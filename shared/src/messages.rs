@@ -85,9 +85,10 @@ impl PartMessage {
 // ---- dls -------------------------------------------------------------------
 
 /// One CSV row for a Fetcher: download `url`, store it as `<source>/<id>.<ext>`,
-/// publish the outcome on `topic` and report.
+/// publish the outcome on `topic` and report. `Err` means the Fetcher itself
+/// failed (it restarts): the row is handed to another one.
 #[derive(Debug, Clone, Message)]
-#[rtype(result = "RowReport")]
+#[rtype(result = "Result<RowReport, String>")]
 pub struct FetchRow {
     pub source: String,
     pub topic: String,

@@ -148,8 +148,9 @@ async fn read_source(msg: ReadSource) -> SourceSummary {
     summary
 }
 
-/// Sends the row to the next Fetcher; a Fetcher that restarts mid-row loses
-/// the row's reply, so the row goes to the next one (bounded tries).
+/// Sends the row to the next Fetcher; a Fetcher that fails mid-row (stops, or
+/// panics and restarts) hands the row back, so it goes to the next one
+/// (bounded tries).
 async fn dispatch(fetchers: &[Addr<Fetcher>], next: &AtomicUsize, row: FetchRow) -> RowReport {
     let mut last_error = String::new();
     for _ in 0..fetchers.len().clamp(1, 3) {
@@ -157,16 +158,15 @@ async fn dispatch(fetchers: &[Addr<Fetcher>], next: &AtomicUsize, row: FetchRow)
         let Some(fetcher) = fetchers.get(i) else {
             break;
         };
-        match fetcher.send(row.clone()).await {
-            Ok(report) => return report,
-            Err(e) => {
-                log::warn!(
-                    "id={}: fetcher {i} unavailable ({e}); handing the row to another",
-                    row.id
-                );
-                last_error = e.to_string();
-            }
-        }
+        last_error = match fetcher.send(row.clone()).await {
+            Ok(Ok(report)) => return report,
+            Ok(Err(e)) => e,
+            Err(e) => e.to_string(),
+        };
+        log::warn!(
+            "id={}: fetcher {i} failed ({last_error}); handing the row to another",
+            row.id
+        );
     }
     RowReport {
         fetch: FetchOutcome::Failed(format!("no fetcher could take the row: {last_error}")),

@@ -31,6 +31,8 @@ pub struct Fetcher {
     storage: Storage,
     producer: Addr<KafkaProducer>,
     client: Option<awc::Client>,
+    /// Fault injection: panic while handling the next row.
+    panic_next: bool,
 }
 
 impl Fetcher {
@@ -44,6 +46,7 @@ impl Fetcher {
             storage,
             producer,
             client: None,
+            panic_next: false,
         }
     }
 
@@ -73,7 +76,7 @@ impl Supervised for Fetcher {
 }
 
 impl Handler<FetchRow> for Fetcher {
-    type Result = AtomicResponse<Self, RowReport>;
+    type Result = AtomicResponse<Self, Result<RowReport, String>>;
 
     fn handle(&mut self, row: FetchRow, _: &mut Self::Context) -> Self::Result {
         let job = RowJob {
@@ -82,16 +85,19 @@ impl Handler<FetchRow> for Fetcher {
             storage: self.storage.clone(),
             producer: self.producer.clone(),
         };
-        let work = shared::panic::catch_async(job.run(row));
+        let panic_now = std::mem::take(&mut self.panic_next);
+        let work = shared::panic::catch_async(async move {
+            if panic_now {
+                panic!("simulated panic in a fetcher");
+            }
+            job.run(row).await
+        });
         AtomicResponse::new(Box::pin(work.into_actor(self).map(|result, _, ctx| {
-            result.unwrap_or_else(|panic| {
-                // A bug, not the input: report the row and restart clean.
+            result.map_err(|panic| {
+                // A bug, not the input: restart clean; the row goes to another Fetcher.
                 log::error!("fetcher: {panic}; restarting");
                 ctx.stop();
-                RowReport {
-                    fetch: FetchOutcome::Failed(format!("the fetcher {panic}")),
-                    published: Err(format!("not published: the fetcher {panic}")),
-                }
+                format!("the fetcher {panic}")
             })
         })))
     }
@@ -100,11 +106,14 @@ impl Handler<FetchRow> for Fetcher {
 impl Handler<SimulateFailure> for Fetcher {
     type Result = ();
 
-    fn handle(&mut self, _: SimulateFailure, ctx: &mut Self::Context) {
-        // Both kinds stop the actor: dls has no panic-prone work of its own
-        // outside the blocking pool, whose panics already come back as errors.
-        log::warn!("fetcher: failure requested, stopping for a restart");
-        ctx.stop();
+    fn handle(&mut self, failure: SimulateFailure, ctx: &mut Self::Context) {
+        match failure {
+            SimulateFailure::Stop => {
+                log::warn!("fetcher: failure requested, stopping for a restart");
+                ctx.stop();
+            }
+            SimulateFailure::Panic => self.panic_next = true,
+        }
     }
 }
 

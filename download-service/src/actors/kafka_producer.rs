@@ -23,6 +23,8 @@ pub struct KafkaProducer {
     settings: KafkaSettings,
     producer: Option<FutureProducer>,
     failed_deliveries: u32,
+    /// Fault injection: panic in the next delivery.
+    panic_next: bool,
 }
 
 impl KafkaProducer {
@@ -33,6 +35,7 @@ impl KafkaProducer {
             settings,
             producer: Some(producer),
             failed_deliveries: 0,
+            panic_next: false,
         })
     }
 
@@ -110,14 +113,24 @@ impl Handler<Publish> for KafkaProducer {
                 }),
             }
         };
+        let panic_now = std::mem::take(&mut self.panic_next);
         let delivery = async move {
-            shared::panic::catch_async(delivery)
-                .await
-                .unwrap_or_else(|panic| Err(PublishError::Mailbox(format!("the producer {panic}"))))
+            shared::panic::catch_async(async move {
+                if panic_now {
+                    panic!("simulated panic in the producer");
+                }
+                delivery.await
+            })
+            .await
+            .unwrap_or_else(|panic| Err(PublishError::Panicked(panic)))
         };
         Box::pin(delivery.into_actor(self).map(|result, act, ctx| {
             match &result {
                 Ok(_) => act.failed_deliveries = 0,
+                Err(e @ PublishError::Panicked(_)) => {
+                    log::error!("kafka producer: {e}; restarting with a fresh client");
+                    ctx.stop();
+                }
                 Err(e) => {
                     act.failed_deliveries += 1;
                     if act.failed_deliveries >= RESTART_AFTER_FAILURES {
@@ -138,10 +151,13 @@ impl Handler<Publish> for KafkaProducer {
 impl Handler<SimulateFailure> for KafkaProducer {
     type Result = ();
 
-    fn handle(&mut self, _: SimulateFailure, ctx: &mut Self::Context) {
-        // Both kinds stop the actor: dls has no panic-prone work of its own
-        // outside the blocking pool, whose panics already come back as errors.
-        log::warn!("kafka producer: failure requested, stopping for a restart");
-        ctx.stop();
+    fn handle(&mut self, failure: SimulateFailure, ctx: &mut Self::Context) {
+        match failure {
+            SimulateFailure::Stop => {
+                log::warn!("kafka producer: failure requested, stopping for a restart");
+                ctx.stop();
+            }
+            SimulateFailure::Panic => self.panic_next = true,
+        }
     }
 }

@@ -230,6 +230,21 @@ pub enum SimulateFailure {
     Panic,
 }
 
+impl SimulateFailure {
+    /// What every actor does with it: `Stop` stops the actor now (its
+    /// supervisor or arbiter restarts it); `Panic` arms `panic_next`, which the
+    /// actor checks inside its guarded work.
+    pub fn apply<C: actix::ActorContext>(self, actor: &str, panic_next: &mut bool, ctx: &mut C) {
+        match self {
+            SimulateFailure::Stop => {
+                log::warn!("{actor}: failure requested, stopping for a restart");
+                ctx.stop();
+            }
+            SimulateFailure::Panic => *panic_next = true,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -357,13 +357,7 @@ impl Handler<SimulateFailure> for Combiner {
     type Result = ();
 
     fn handle(&mut self, failure: SimulateFailure, ctx: &mut Self::Context) {
-        match failure {
-            SimulateFailure::Stop => {
-                log::warn!("combiner: failure requested, stopping for a restart");
-                ctx.stop();
-            }
-            SimulateFailure::Panic => self.panic_next = true,
-        }
+        failure.apply("combiner", &mut self.panic_next, ctx);
     }
 }
 

@@ -119,12 +119,6 @@ impl Handler<SimulateFailure> for DbActor {
     type Result = ();
 
     fn handle(&mut self, failure: SimulateFailure, ctx: &mut Self::Context) {
-        match failure {
-            SimulateFailure::Stop => {
-                log::warn!("db actor: failure requested, stopping to be rebuilt");
-                ctx.stop();
-            }
-            SimulateFailure::Panic => self.panic_next = true,
-        }
+        failure.apply("db actor", &mut self.panic_next, ctx);
     }
 }

@@ -107,13 +107,7 @@ impl Handler<SimulateFailure> for Fetcher {
     type Result = ();
 
     fn handle(&mut self, failure: SimulateFailure, ctx: &mut Self::Context) {
-        match failure {
-            SimulateFailure::Stop => {
-                log::warn!("fetcher: failure requested, stopping for a restart");
-                ctx.stop();
-            }
-            SimulateFailure::Panic => self.panic_next = true,
-        }
+        failure.apply("fetcher", &mut self.panic_next, ctx);
     }
 }
 

@@ -152,12 +152,6 @@ impl Handler<SimulateFailure> for KafkaProducer {
     type Result = ();
 
     fn handle(&mut self, failure: SimulateFailure, ctx: &mut Self::Context) {
-        match failure {
-            SimulateFailure::Stop => {
-                log::warn!("kafka producer: failure requested, stopping for a restart");
-                ctx.stop();
-            }
-            SimulateFailure::Panic => self.panic_next = true,
-        }
+        failure.apply("kafka producer", &mut self.panic_next, ctx);
     }
 }
